@@ -1,0 +1,200 @@
+//! Storage: one set of diesel queries over SQLite and Postgres.
+//!
+//! Everything backend-specific (connection set-up, pragmas, migrations, row locking) lives
+//! in this module; the rest of the code sees [`DbPool`] and the query functions of the
+//! per-table files, and never learns which database it has.
+
+pub mod outbox;
+pub mod reset_requests;
+pub mod reset_tokens;
+pub mod schema;
+pub mod sessions;
+pub mod users;
+
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Timelike, Utc};
+use diesel::{
+    Connection, ConnectionError, PgConnection, SqliteConnection, connection::SimpleConnection,
+    result::Error as DieselError,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::config::DatabaseUrl;
+
+/// A connection to either backend; diesel generates the shared query plumbing.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// The pool every request and worker draws from.
+pub type DbPool = r2d2::Pool<ConnectionManager>;
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database query failed: {0}")]
+    Query(#[from] DieselError),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("database task was cancelled")]
+    Cancelled,
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// Something other than the database failed inside a transaction (it was rolled back).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DbError {
+    /// True when a unique constraint refused the write (both backends map to this).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(DieselError::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// Opens connections for the backend named by the URL scheme. diesel's own
+/// `MultiConnection::establish` tries every backend in turn and loses libpq's real error.
+#[derive(Debug, Clone)]
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = AnyConnection;
+    type Error = ConnectionError;
+
+    fn connect(&self) -> Result<AnyConnection, ConnectionError> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(url.expose())?;
+                conn.batch_execute("SET TIME ZONE 'UTC'")
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(AnyConnection::Postgresql(conn))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                // WAL lets readers run beside the writer; busy_timeout waits for the write
+                // lock instead of failing; foreign keys are off by default in SQLite.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ConnectionError> {
+        conn.batch_execute("SELECT 1")
+            .map_err(ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+/// Builds the pool. Fails fast (with the driver's own message) when the database cannot
+/// be reached, so a typo in `DATABASE_URL` is reported at start-up.
+pub fn build_pool(url: &DatabaseUrl, size: u32) -> Result<DbPool, DbError> {
+    let manager = ConnectionManager { url: url.clone() };
+    let pool = r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .build(manager)?;
+    Ok(pool)
+}
+
+/// Applies the embedded migrations of the connection's backend.
+pub fn run_migrations(pool: &DbPool) -> Result<(), DbError> {
+    let mut conn = pool.get()?;
+    let result = match &mut *conn {
+        AnyConnection::Postgresql(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|_| ()),
+        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
+    };
+    result.map_err(|e| DbError::Migration(e.to_string()))
+}
+
+/// Runs blocking diesel work on the blocking thread pool, never on an async worker.
+pub async fn run<T, F>(pool: &DbPool, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|_| DbError::Cancelled)?
+}
+
+/// Runs `f` in a write transaction. On SQLite the transaction takes the write lock up
+/// front (`BEGIN IMMEDIATE`): a deferred transaction that reads before it writes fails
+/// with "database is locked" under concurrency, whatever the busy timeout.
+pub fn write_transaction<T, F>(conn: &mut AnyConnection, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, DbError>,
+{
+    match conn {
+        AnyConnection::Sqlite(_) => {
+            // The closure takes the whole AnyConnection, so open the immediate transaction
+            // by hand and let diesel's transaction manager nest inside it.
+            conn.batch_execute("BEGIN IMMEDIATE")?;
+            let result = f(conn);
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            match conn.batch_execute(end) {
+                Ok(()) => result,
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    Err(e.into())
+                }
+            }
+        }
+        AnyConnection::Postgresql(_) => conn.transaction(f),
+    }
+}
+
+/// True for the Postgres backend; for the few statements that differ.
+pub fn is_postgres(conn: &AnyConnection) -> bool {
+    matches!(conn, AnyConnection::Postgresql(_))
+}
+
+/// The current time as both backends store it: naive UTC, truncated to microseconds
+/// (Postgres keeps µs; SQLite compares timestamps as text).
+pub fn now() -> NaiveDateTime {
+    let now = Utc::now().naive_utc();
+    now.with_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now)
+}
+
+/// `now() + d`, saturating.
+pub fn now_plus(d: Duration) -> NaiveDateTime {
+    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+}
+
+/// `now() - d`, saturating.
+pub fn now_minus(d: Duration) -> NaiveDateTime {
+    now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+}
+
+/// Checks the database answers (for `/readyz`).
+pub fn ping(conn: &mut AnyConnection) -> Result<(), DbError> {
+    conn.batch_execute("SELECT 1")?;
+    Ok(())
+}

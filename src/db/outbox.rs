@@ -1,0 +1,200 @@
+//! Queries on `outbox`: mail written in the same transaction as what it announces, and
+//! delivered later by the worker.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::{AnyConnection, DbError, schema::outbox};
+
+/// Statuses a message moves through.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    pub const SENT: &str = "sent";
+    pub const FAILED: &str = "failed";
+    pub const EXPIRED: &str = "expired";
+}
+
+/// An outbox row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub payload: Vec<u8>,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: NaiveDateTime,
+    pub locked_until: Option<NaiveDateTime>,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub sent_at: Option<NaiveDateTime>,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = outbox)]
+struct NewOutbox<'a> {
+    kind: &'a str,
+    recipient: &'a str,
+    payload: &'a [u8],
+    status: &'a str,
+    attempts: i64,
+    next_attempt_at: NaiveDateTime,
+    created_at: NaiveDateTime,
+    expires_at: Option<NaiveDateTime>,
+}
+
+/// Queues a message (its payload already sealed).
+pub fn insert(
+    conn: &mut AnyConnection,
+    kind: &str,
+    recipient: &str,
+    payload: &[u8],
+    expires_at: Option<NaiveDateTime>,
+) -> Result<(), DbError> {
+    let now = super::now();
+    diesel::insert_into(outbox::table)
+        .values(NewOutbox {
+            kind,
+            recipient,
+            payload,
+            status: status::QUEUED,
+            attempts: 0,
+            next_attempt_at: now,
+            created_at: now,
+            expires_at,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Claims up to `limit` due messages for this worker with a lease, so that workers on
+/// several instances never send one row twice. On Postgres the candidates are locked
+/// with `FOR UPDATE SKIP LOCKED`; on SQLite (one process) the conditional update suffices.
+pub fn claim_due(
+    conn: &mut AnyConnection,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<OutboxRow>, DbError> {
+    let now = super::now();
+    let until = super::now_plus(lease);
+    let due = outbox::table
+        .filter(outbox::status.eq(status::QUEUED))
+        .filter(outbox::next_attempt_at.le(now))
+        .filter(
+            outbox::locked_until
+                .is_null()
+                .or(outbox::locked_until.lt(now)),
+        )
+        .order(outbox::id.asc())
+        .limit(limit)
+        .select(outbox::id);
+    let ids: Vec<i64> = match conn {
+        AnyConnection::Postgresql(pg) => pg.transaction(|pg| {
+            let ids: Vec<i64> = due.for_update().skip_locked().load(pg)?;
+            diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .set(outbox::locked_until.eq(Some(until)))
+                .execute(pg)?;
+            Ok::<_, diesel::result::Error>(ids)
+        })?,
+        AnyConnection::Sqlite(_) => {
+            let candidates: Vec<i64> = due.load(conn)?;
+            let mut won = Vec::with_capacity(candidates.len());
+            for id in candidates {
+                let n = diesel::update(
+                    outbox::table.find(id).filter(
+                        outbox::locked_until
+                            .is_null()
+                            .or(outbox::locked_until.lt(now)),
+                    ),
+                )
+                .set(outbox::locked_until.eq(Some(until)))
+                .execute(conn)?;
+                if n == 1 {
+                    won.push(id);
+                }
+            }
+            won
+        }
+    };
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(outbox::table
+        .filter(outbox::id.eq_any(&ids))
+        .order(outbox::id.asc())
+        .select(OutboxRow::as_select())
+        .load(conn)?)
+}
+
+/// Records a delivery and scrubs the body: a sent message's link must not outlive it.
+pub fn mark_sent(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
+    let now = super::now();
+    diesel::update(outbox::table.find(id))
+        .set((
+            outbox::status.eq(status::SENT),
+            outbox::sent_at.eq(Some(now)),
+            outbox::attempts.eq(outbox::attempts + 1),
+            outbox::payload.eq(Vec::<u8>::new()),
+            outbox::locked_until.eq(None::<NaiveDateTime>),
+            outbox::last_error.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at`, or given up (`None`).
+pub fn mark_attempt_failed(
+    conn: &mut AnyConnection,
+    id: i64,
+    error: &str,
+    retry_at: Option<NaiveDateTime>,
+) -> Result<(), DbError> {
+    let error: String = error.chars().take(500).collect();
+    match retry_at {
+        Some(at) => diesel::update(outbox::table.find(id))
+            .set((
+                outbox::attempts.eq(outbox::attempts + 1),
+                outbox::next_attempt_at.eq(at),
+                outbox::locked_until.eq(None::<NaiveDateTime>),
+                outbox::last_error.eq(Some(error)),
+            ))
+            .execute(conn)?,
+        None => diesel::update(outbox::table.find(id))
+            .set((
+                outbox::status.eq(status::FAILED),
+                outbox::attempts.eq(outbox::attempts + 1),
+                outbox::locked_until.eq(None::<NaiveDateTime>),
+                outbox::last_error.eq(Some(error)),
+                outbox::payload.eq(Vec::<u8>::new()),
+            ))
+            .execute(conn)?,
+    };
+    Ok(())
+}
+
+/// Gives up on queued messages whose link has expired, scrubbing their bodies.
+pub fn expire_stale(conn: &mut AnyConnection) -> Result<usize, DbError> {
+    let now = super::now();
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::status.eq(status::QUEUED))
+            .filter(outbox::expires_at.lt(now)),
+    )
+    .set((
+        outbox::status.eq(status::EXPIRED),
+        outbox::payload.eq(Vec::<u8>::new()),
+        outbox::locked_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?)
+}
+
+/// Every row, newest first (for tests and, later, the admin outbox page).
+pub fn recent(conn: &mut AnyConnection, limit: i64) -> Result<Vec<OutboxRow>, DbError> {
+    Ok(outbox::table
+        .order(outbox::id.desc())
+        .limit(limit)
+        .select(OutboxRow::as_select())
+        .load(conn)?)
+}

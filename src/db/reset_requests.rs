@@ -1,0 +1,59 @@
+//! Queries on `reset_requests`: "forgot password" requests waiting for the worker.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::{AnyConnection, DbError, schema::reset_requests};
+
+/// A queued request.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = reset_requests)]
+pub struct ResetRequestRow {
+    pub id: i64,
+    pub email: String,
+    pub client_ip: String,
+    pub user_agent: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = reset_requests)]
+struct NewResetRequest<'a> {
+    email: &'a str,
+    client_ip: &'a str,
+    user_agent: &'a str,
+    created_at: NaiveDateTime,
+}
+
+/// Queues a request: the only write of a forgot request, whatever the address.
+pub fn insert(
+    conn: &mut AnyConnection,
+    email: &str,
+    client_ip: &str,
+    user_agent: &str,
+) -> Result<(), DbError> {
+    diesel::insert_into(reset_requests::table)
+        .values(NewResetRequest {
+            email,
+            client_ip,
+            user_agent,
+            created_at: super::now(),
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Up to `limit` queued requests, oldest first.
+pub fn oldest(conn: &mut AnyConnection, limit: i64) -> Result<Vec<ResetRequestRow>, DbError> {
+    Ok(reset_requests::table
+        .order(reset_requests::id.asc())
+        .limit(limit)
+        .select(ResetRequestRow::as_select())
+        .load(conn)?)
+}
+
+/// Removes a request; returns whether this caller removed it. Called first inside the
+/// worker's transaction, it is the claim: of several instances exactly one deletes the row.
+pub fn take(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
+    Ok(diesel::delete(reset_requests::table.find(id)).execute(conn)? == 1)
+}

@@ -1,0 +1,114 @@
+//! Queries on `reset_tokens`. Only keyed hashes are stored, never the tokens.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::{AnyConnection, DbError, schema::reset_tokens};
+
+/// A token row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = reset_tokens)]
+pub struct ResetTokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub token_hash: Vec<u8>,
+    pub sent_to: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub used_at: Option<NaiveDateTime>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = reset_tokens)]
+struct NewResetToken<'a> {
+    user_id: i64,
+    token_hash: &'a [u8],
+    sent_to: &'a str,
+    created_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+}
+
+/// Stores a token's hash.
+pub fn insert(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    token_hash: &[u8],
+    sent_to: &str,
+    expires_at: NaiveDateTime,
+) -> Result<(), DbError> {
+    diesel::insert_into(reset_tokens::table)
+        .values(NewResetToken {
+            user_id,
+            token_hash,
+            sent_to,
+            created_at: super::now(),
+            expires_at,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The unused, unexpired token with this hash.
+pub fn find_live(
+    conn: &mut AnyConnection,
+    token_hash: &[u8],
+) -> Result<Option<ResetTokenRow>, DbError> {
+    Ok(reset_tokens::table
+        .filter(reset_tokens::token_hash.eq(token_hash))
+        .filter(reset_tokens::used_at.is_null())
+        .filter(reset_tokens::expires_at.gt(super::now()))
+        .select(ResetTokenRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Marks the token used if it is still live. Exactly one of any number of concurrent
+/// callers gets `true`: the condition and the write are one statement.
+pub fn consume(conn: &mut AnyConnection, token_hash: &[u8]) -> Result<bool, DbError> {
+    let now = super::now();
+    let n = diesel::update(
+        reset_tokens::table
+            .filter(reset_tokens::token_hash.eq(token_hash))
+            .filter(reset_tokens::used_at.is_null())
+            .filter(reset_tokens::expires_at.gt(now)),
+    )
+    .set(reset_tokens::used_at.eq(Some(now)))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Kills every outstanding token of a user (after any password change). Rows are kept,
+/// marked used, so the cooldown and the daily cap still count them.
+pub fn revoke_for_user(conn: &mut AnyConnection, user_id: i64) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        reset_tokens::table
+            .filter(reset_tokens::user_id.eq(user_id))
+            .filter(reset_tokens::used_at.is_null()),
+    )
+    .set(reset_tokens::used_at.eq(Some(super::now())))
+    .execute(conn)?)
+}
+
+/// How many tokens were issued to this user since `since`, and the newest issue time:
+/// the inputs of the cooldown and the daily cap.
+pub fn issued_since(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    since: NaiveDateTime,
+) -> Result<(i64, Option<NaiveDateTime>), DbError> {
+    let times: Vec<NaiveDateTime> = reset_tokens::table
+        .filter(reset_tokens::user_id.eq(user_id))
+        .filter(reset_tokens::created_at.gt(since))
+        .select(reset_tokens::created_at)
+        .load(conn)?;
+    Ok((times.len() as i64, times.into_iter().max()))
+}
+
+/// Drops rows that can no longer be used (expired a day ago, or used).
+pub fn purge_dead(conn: &mut AnyConnection) -> Result<usize, DbError> {
+    let cutoff = super::now_minus(std::time::Duration::from_secs(24 * 3600));
+    Ok(
+        diesel::delete(reset_tokens::table.filter(reset_tokens::expires_at.lt(cutoff)))
+            .execute(conn)?,
+    )
+}

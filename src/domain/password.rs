@@ -1,0 +1,198 @@
+//! The password policy of SPEC §8 (NIST SP 800-63B-4, OWASP): a length range counted in
+//! Unicode code points after NFKC normalisation, no composition rules, never truncated,
+//! and a strength estimate from `zxcvbn` that refuses weak and common passwords.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The longest password accepted, in code points (SPEC §8).
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// The product name, given to the estimator so "latchkey2024…" counts as weak.
+const PRODUCT_NAME: &str = "latchkey";
+
+/// The configured policy.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordPolicy {
+    pub min_chars: usize,
+}
+
+/// Why a new password was refused, in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordProblem {
+    TooShort { min: usize },
+    TooLong,
+    Mismatch,
+    Weak { reason: String },
+}
+
+impl fmt::Display for PasswordProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { min } => write!(
+                f,
+                "Use at least {min} characters. A few unrelated words with spaces make a long \
+                 password that is easy to remember."
+            ),
+            Self::TooLong => write!(f, "Use at most {MAX_PASSWORD_CHARS} characters."),
+            Self::Mismatch => f.write_str("The two passwords do not match."),
+            Self::Weak { reason } => f.write_str(reason),
+        }
+    }
+}
+
+/// A new password that meets the policy, NFKC-normalised and ready to hash.
+pub struct NewPassword(String);
+
+impl NewPassword {
+    /// Checks length and confirmation. The strength estimate is separate
+    /// ([`NewPassword::check_strength`]) because it costs CPU and runs off the async workers.
+    pub fn parse(
+        raw: &str,
+        confirmation: Option<&str>,
+        policy: PasswordPolicy,
+    ) -> Result<Self, PasswordProblem> {
+        let normalised: String = raw.nfkc().collect();
+        let chars = normalised.chars().count();
+        if chars < policy.min_chars {
+            return Err(PasswordProblem::TooShort {
+                min: policy.min_chars,
+            });
+        }
+        if chars > MAX_PASSWORD_CHARS {
+            return Err(PasswordProblem::TooLong);
+        }
+        if let Some(confirmation) = confirmation {
+            let confirmation: String = confirmation.nfkc().collect();
+            if confirmation != normalised {
+                return Err(PasswordProblem::Mismatch);
+            }
+        }
+        Ok(Self(normalised))
+    }
+
+    /// Refuses guessable passwords (zxcvbn score below 3), with the account's email and the
+    /// product name as words an attacker would try first.
+    pub fn check_strength(&self, email: &str) -> Result<(), PasswordProblem> {
+        let local = email.split('@').next().unwrap_or_default();
+        let entropy = zxcvbn::zxcvbn(&self.0, &[email, local, PRODUCT_NAME]);
+        if entropy.score() >= zxcvbn::Score::Three {
+            return Ok(());
+        }
+        let reason = entropy
+            .feedback()
+            .and_then(|f| f.warning().map(|w| w.to_string()))
+            .map(|w| format!("This password is too easy to guess: {w}"))
+            .unwrap_or_else(|| "This password is too easy to guess.".to_owned());
+        let hint = entropy
+            .feedback()
+            .and_then(|f| f.suggestions().first().map(|s| s.to_string()))
+            .unwrap_or_else(|| "Add another word or two that are uncommon.".to_owned());
+        Err(PasswordProblem::Weak {
+            reason: format!("{} {hint}", reason.trim_end_matches('.').to_owned() + "."),
+        })
+    }
+
+    /// The normalised password, for the hasher only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewPassword([redacted])")
+    }
+}
+
+/// A password typed at sign-in or as the "current password": only normalised and bounded,
+/// since the policy may have changed since it was set.
+pub struct SubmittedPassword(String);
+
+impl SubmittedPassword {
+    /// Normalises; over-long input is refused before it reaches the hasher.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.is_empty() || raw.len() > MAX_PASSWORD_CHARS * 4 {
+            return None;
+        }
+        Some(Self(raw.nfkc().collect()))
+    }
+
+    /// Stands in for a missing password so sign-in still runs one verification (which
+    /// cannot succeed: no stored password is empty).
+    pub fn absent() -> Self {
+        Self(String::new())
+    }
+
+    /// The normalised password, for the verifier only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SubmittedPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubmittedPassword([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: PasswordPolicy = PasswordPolicy { min_chars: 15 };
+
+    #[test]
+    fn length_is_counted_in_code_points_after_nfkc() {
+        // 15 code points of which many are multi-byte: accepted.
+        assert!(NewPassword::parse("ééééééééééééééé", None, POLICY).is_ok());
+        assert_eq!(
+            NewPassword::parse("short one", None, POLICY).unwrap_err(),
+            PasswordProblem::TooShort { min: 15 }
+        );
+        assert_eq!(
+            NewPassword::parse(&"x".repeat(129), None, POLICY).unwrap_err(),
+            PasswordProblem::TooLong
+        );
+    }
+
+    #[test]
+    fn compatibility_forms_normalise_to_the_same_password() {
+        // U+FB01 "ﬁ" is NFKC-equal to "fi".
+        let a = NewPassword::parse("ﬁnal orbit lantern cobalt", None, POLICY).unwrap();
+        let b = NewPassword::parse("final orbit lantern cobalt", None, POLICY).unwrap();
+        assert_eq!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn confirmation_must_match() {
+        assert_eq!(
+            NewPassword::parse(
+                "correct horse battery",
+                Some("correct horse battary"),
+                POLICY
+            )
+            .unwrap_err(),
+            PasswordProblem::Mismatch
+        );
+    }
+
+    #[test]
+    fn common_and_personal_passwords_are_weak() {
+        for weak in [
+            "passwordpassword",
+            "aaaaaaaaaaaaaaaa",
+            "alice.smith@example.com",
+            "latchkeylatchkey1",
+        ] {
+            let p = NewPassword::parse(weak, None, POLICY).unwrap();
+            assert!(
+                p.check_strength("alice.smith@example.com").is_err(),
+                "{weak}"
+            );
+        }
+        let strong = NewPassword::parse("plum tractor violet oasis", None, POLICY).unwrap();
+        assert!(strong.check_strength("alice@example.com").is_ok());
+    }
+}

@@ -1,0 +1,219 @@
+//! The one place errors become HTTP: an HTML page for browsers, the JSON envelope
+//! `{"error": {"code", "message"}}` for the API. An unexpected error is a 500 that shows
+//! an error id, logged once with the cause, never shown to the user.
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use askama::Template;
+use serde::Serialize;
+
+use crate::{db::DbError, services::ServiceError};
+
+/// Seconds a client should wait when the hashing pool is saturated.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 2;
+
+/// An error answered with an HTML page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("missing or invalid CSRF token")]
+    Csrf,
+    #[error("not found")]
+    NotFound,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("busy")]
+    Busy,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Busy => Self::Busy,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<DbError> for PageError {
+    fn from(e: DbError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    error_id: Option<&'a str>,
+}
+
+fn error_id() -> String {
+    crate::crypto::random_token_string(6)
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let id = matches!(self, Self::Internal(_)).then(error_id);
+        if let (Self::Internal(cause), Some(id)) = (self, &id) {
+            tracing::error!(error_id = %id, cause = %cause, "internal error");
+        }
+        let (title, message) = match self {
+            Self::BadRequest(m) => ("Bad request", m.as_str()),
+            Self::Csrf => (
+                "Form expired",
+                "This form could not be verified. Go back, reload the page and try again.",
+            ),
+            Self::NotFound => ("Page not found", "There is nothing at this address."),
+            Self::PayloadTooLarge => (
+                "Too much data",
+                "The form sent more data than allowed (64 KiB).",
+            ),
+            Self::Busy => (
+                "Busy",
+                "The server is busy right now. Please try again in a few seconds.",
+            ),
+            Self::Internal(_) => (
+                "Something went wrong",
+                "Something went wrong on our side. Please try again.",
+            ),
+        };
+        let body = ErrorPage {
+            title,
+            message,
+            error_id: id.as_deref(),
+        }
+        .render()
+        .unwrap_or_else(|_| message.to_owned());
+        let mut res = HttpResponse::build(self.status_code());
+        res.content_type("text/html; charset=utf-8");
+        if matches!(self, Self::Busy) {
+            res.insert_header(("Retry-After", BUSY_RETRY_AFTER_SECS.to_string()));
+        }
+        res.body(body)
+    }
+}
+
+/// An error answered with the JSON envelope.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {code}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "The server is busy right now. Please try again in a few seconds.",
+            ),
+            other => {
+                let id = error_id();
+                tracing::error!(error_id = %id, cause = %other, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    format!("Something went wrong on our side (error id {id})."),
+                )
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header(("Retry-After", BUSY_RETRY_AFTER_SECS.to_string()));
+        }
+        res.json(Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+    }
+}
+
+/// Maps a JSON body that could not be read to the envelope: 413 when too large, 415 for
+/// another content type, 400 when it is not JSON, 422 when it is JSON of the wrong shape.
+pub fn json_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body is larger than 64 KiB.",
+        ),
+        E::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as application/json.",
+        ),
+        E::Deserialize(e) if e.is_data() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("The request body does not have the expected fields: {}", e),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "The request body is not valid JSON.",
+        ),
+    }
+}
+
+/// Maps a form body that could not be read: 413 when too large, else 400.
+pub fn form_error(err: &actix_web::error::UrlencodedError) -> PageError {
+    use actix_web::error::UrlencodedError as E;
+    match err {
+        E::Overflow { .. } => PageError::PayloadTooLarge,
+        E::ContentType => {
+            PageError::BadRequest("Send the form as application/x-www-form-urlencoded.".into())
+        }
+        _ => PageError::BadRequest("The form data could not be read.".into()),
+    }
+}

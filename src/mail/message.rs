@@ -1,0 +1,208 @@
+//! The emails Latchkey sends, each a subject plus text and HTML bodies from
+//! `templates/email/<name>.{txt,html}`.
+
+use askama::Template;
+use serde::{Deserialize, Serialize};
+
+/// A rendered message, as sealed into the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EmailMessage {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Where and how a request came in, in coarse words for the reader of an email.
+#[derive(Debug, Clone)]
+pub struct RequestOrigin {
+    pub ip: String,
+    pub browser: String,
+}
+
+#[derive(Template)]
+#[template(path = "email/reset.txt")]
+struct ResetText<'a> {
+    link: &'a str,
+    lifetime: &'a str,
+    origin: &'a RequestOrigin,
+    forgot_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/reset.html")]
+struct ResetHtml<'a> {
+    link: &'a str,
+    lifetime: &'a str,
+    origin: &'a RequestOrigin,
+    forgot_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/password_changed.txt")]
+struct ChangedText<'a> {
+    when: &'a str,
+    origin: &'a RequestOrigin,
+    forgot_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/password_changed.html")]
+struct ChangedHtml<'a> {
+    when: &'a str,
+    origin: &'a RequestOrigin,
+    forgot_url: &'a str,
+}
+
+/// The reset email: the link, its lifetime in words, where the request came from, and
+/// what to do if it was not you.
+pub fn reset_email(
+    link: &str,
+    lifetime: std::time::Duration,
+    origin: &RequestOrigin,
+    forgot_url: &str,
+) -> Result<EmailMessage, askama::Error> {
+    let lifetime = lifetime_in_words(lifetime);
+    Ok(EmailMessage {
+        subject: "Reset your Latchkey password".to_owned(),
+        text: ResetText {
+            link,
+            lifetime: &lifetime,
+            origin,
+            forgot_url,
+        }
+        .render()?,
+        html: ResetHtml {
+            link,
+            lifetime: &lifetime,
+            origin,
+            forgot_url,
+        }
+        .render()?,
+    })
+}
+
+/// The notice sent after every password change. It never holds a live reset link.
+pub fn password_changed_email(
+    when: chrono::NaiveDateTime,
+    origin: &RequestOrigin,
+    forgot_url: &str,
+) -> Result<EmailMessage, askama::Error> {
+    let when = when.format("%Y-%m-%d %H:%M UTC").to_string();
+    Ok(EmailMessage {
+        subject: "Your Latchkey password was changed".to_owned(),
+        text: ChangedText {
+            when: &when,
+            origin,
+            forgot_url,
+        }
+        .render()?,
+        html: ChangedHtml {
+            when: &when,
+            origin,
+            forgot_url,
+        }
+        .render()?,
+    })
+}
+
+/// "1 hour", "30 minutes", "2 days", "1 hour and 30 minutes".
+pub fn lifetime_in_words(d: std::time::Duration) -> String {
+    fn unit(n: u64, one: &str) -> String {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    }
+    let secs = d.as_secs();
+    if secs < 60 {
+        return unit(secs.max(1), "second");
+    }
+    let (days, hours, minutes) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    let parts: Vec<String> = [(days, "day"), (hours, "hour"), (minutes, "minute")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| unit(n, u))
+        .collect();
+    match parts.as_slice() {
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [] => unit(secs, "second"),
+    }
+}
+
+/// A coarse browser name from a User-Agent header, for the "was this you?" lines.
+pub fn browser_name(user_agent: &str) -> String {
+    let ua = user_agent;
+    let browser = if ua.contains("Edg/") {
+        "Edge"
+    } else if ua.contains("OPR/") {
+        "Opera"
+    } else if ua.contains("Firefox/") {
+        "Firefox"
+    } else if ua.contains("Chrome/") || ua.contains("Chromium/") {
+        "Chrome"
+    } else if ua.contains("Safari/") {
+        "Safari"
+    } else if ua.is_empty() {
+        return "an unknown browser".to_owned();
+    } else {
+        "another program"
+    };
+    let os = if ua.contains("Android") {
+        " on Android"
+    } else if ua.contains("iPhone") || ua.contains("iPad") {
+        " on iOS"
+    } else if ua.contains("Windows") {
+        " on Windows"
+    } else if ua.contains("Mac OS X") || ua.contains("Macintosh") {
+        " on macOS"
+    } else if ua.contains("Linux") {
+        " on Linux"
+    } else {
+        ""
+    };
+    format!("{browser}{os}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lifetimes_read_naturally() {
+        assert_eq!(lifetime_in_words(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(
+            lifetime_in_words(Duration::from_secs(5400)),
+            "1 hour and 30 minutes"
+        );
+        assert_eq!(lifetime_in_words(Duration::from_secs(1)), "1 second");
+        assert_eq!(lifetime_in_words(Duration::from_secs(2 * 86_400)), "2 days");
+    }
+
+    #[test]
+    fn browsers_are_named_coarsely() {
+        let ff = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(browser_name(ff), "Firefox on Linux");
+        assert_eq!(browser_name(""), "an unknown browser");
+    }
+
+    #[test]
+    fn the_reset_email_has_both_parts_and_the_link() {
+        let origin = RequestOrigin {
+            ip: "192.0.2.1".into(),
+            browser: "Firefox".into(),
+        };
+        let m = reset_email(
+            "https://x.test/reset?token=abc",
+            Duration::from_secs(3600),
+            &origin,
+            "https://x.test/forgot",
+        )
+        .unwrap();
+        assert!(m.text.contains("https://x.test/reset?token=abc"));
+        assert!(m.html.contains("https://x.test/reset?token=abc"));
+        assert!(m.text.contains("1 hour") && m.text.contains("192.0.2.1"));
+    }
+}

@@ -1,0 +1,99 @@
+//! Delivery: lettre's async SMTP transport, or the in-memory dev mailbox.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+};
+
+use super::EmailMessage;
+
+/// How many messages the dev mailbox keeps.
+const DEV_MAILBOX_CAPACITY: usize = 100;
+
+/// A message kept by the dev mailbox.
+#[derive(Debug, Clone)]
+pub struct DevMail {
+    pub to: String,
+    pub sent_at: chrono::NaiveDateTime,
+    pub message: EmailMessage,
+}
+
+/// The dev mailbox: in memory, newest first, only when `SMTP_URL` is unset.
+#[derive(Clone, Default)]
+pub struct DevMailbox(Arc<Mutex<VecDeque<DevMail>>>);
+
+impl DevMailbox {
+    fn push(&self, mail: DevMail) {
+        if let Ok(mut q) = self.0.lock() {
+            q.push_front(mail);
+            q.truncate(DEV_MAILBOX_CAPACITY);
+        }
+    }
+
+    /// Every kept message, newest first.
+    pub fn list(&self) -> Vec<DevMail> {
+        self.0
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Where mail goes.
+#[derive(Clone)]
+pub enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Dev(DevMailbox),
+}
+
+impl Transport {
+    /// An SMTP transport from a lettre URL (`smtp://`, `?tls=required`, `smtps://`).
+    pub fn smtp(url: &str) -> Result<Self, lettre::transport::smtp::Error> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
+            .timeout(Some(std::time::Duration::from_secs(15)))
+            .build();
+        Ok(Self::Smtp(transport))
+    }
+
+    /// Delivers one message. Errors are plain text for the outbox's `last_error` (they
+    /// never hold the body).
+    pub async fn send(
+        &self,
+        from: &Mailbox,
+        to: &str,
+        message: &EmailMessage,
+    ) -> Result<(), String> {
+        match self {
+            Self::Dev(mailbox) => {
+                mailbox.push(DevMail {
+                    to: to.to_owned(),
+                    sent_at: crate::db::now(),
+                    message: message.clone(),
+                });
+                Ok(())
+            }
+            Self::Smtp(transport) => {
+                let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+                let email = lettre::Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(&message.subject)
+                    .multipart(MultiPart::alternative_plain_html(
+                        message.text.clone(),
+                        message.html.clone(),
+                    ))
+                    .map_err(|e| format!("could not build message: {e}"))?;
+                transport
+                    .send(email)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("SMTP: {e}"))
+            }
+        }
+    }
+}

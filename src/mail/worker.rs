@@ -1,0 +1,147 @@
+//! The outbox worker: turns queued reset requests into emails, then delivers queued
+//! mail with retries and exponential backoff.
+//!
+//! HTTP handlers never wait for SMTP: they write rows and wake this worker. A lease
+//! (`locked_until`) and `FOR UPDATE SKIP LOCKED` on Postgres keep workers on several
+//! instances from sending one row twice; a crashed worker's lease simply runs out.
+
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+
+use crate::{
+    db::{self, outbox},
+    services::Services,
+};
+
+use super::{EmailMessage, Transport};
+
+/// How long a claimed message is reserved for this worker.
+const LEASE: Duration = Duration::from_secs(120);
+/// Attempts before a message is marked failed.
+pub const MAX_ATTEMPTS: i64 = 8;
+/// Messages claimed per pass.
+const BATCH: i64 = 20;
+/// How often the worker looks for work when nobody wakes it (other instances' rows,
+/// retries that came due).
+const POLL: Duration = Duration::from_secs(1);
+
+/// The background worker of one instance.
+pub struct Worker {
+    services: Services,
+    transport: Transport,
+    from: Mailbox,
+}
+
+impl Worker {
+    /// A worker sending through `transport` as `MAIL_FROM`.
+    pub fn new(services: Services, transport: Transport) -> Result<Self, String> {
+        let from = services
+            .settings
+            .mail_from
+            .parse::<Mailbox>()
+            .map_err(|e| format!("MAIL_FROM: {e}"))?;
+        Ok(Self {
+            services,
+            transport,
+            from,
+        })
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(self) {
+        let mut last_purge = std::time::Instant::now();
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::error!(error = %e, "outbox worker pass failed");
+            }
+            if last_purge.elapsed() > Duration::from_secs(600) {
+                last_purge = std::time::Instant::now();
+                let _ = db::run(&self.services.pool, |c| {
+                    db::sessions::purge_expired(c)?;
+                    db::reset_tokens::purge_dead(c)
+                })
+                .await;
+            }
+            tokio::select! {
+                _ = self.services.mail_wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// One pass: requests → emails, expiry, delivery.
+    pub async fn pass(&self) -> Result<(), crate::services::ServiceError> {
+        let services = self.services.clone();
+        db::run(&self.services.pool, move |c| {
+            services
+                .process_reset_requests(c)
+                .map_err(|e| db::DbError::Other(e.to_string()))?;
+            outbox::expire_stale(c)
+        })
+        .await?;
+        loop {
+            let rows = db::run(&self.services.pool, |c| outbox::claim_due(c, BATCH, LEASE)).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                self.deliver(row).await?;
+            }
+        }
+    }
+
+    async fn deliver(&self, row: outbox::OutboxRow) -> Result<(), crate::services::ServiceError> {
+        let message: Option<EmailMessage> = self
+            .services
+            .keys
+            .open(&row.payload)
+            .and_then(|json| serde_json::from_slice(&json).ok());
+        let result = match &message {
+            Some(message) => {
+                self.transport
+                    .send(&self.from, &row.recipient, message)
+                    .await
+            }
+            // Sealed under another SECRET_KEY, or corrupted: it can never be sent.
+            None => Err("the message cannot be decrypted with the current SECRET_KEY".to_owned()),
+        };
+        let id = row.id;
+        match result {
+            Ok(()) => {
+                tracing::info!(outbox_id = id, kind = %row.kind, "email sent");
+                db::run(&self.services.pool, move |c| outbox::mark_sent(c, id)).await?;
+            }
+            Err(error) => {
+                let attempts = row.attempts + 1;
+                let retry_at = (message.is_some() && attempts < MAX_ATTEMPTS)
+                    .then(|| db::now_plus(backoff(attempts)));
+                tracing::warn!(outbox_id = id, attempts, error = %error, "email delivery failed");
+                db::run(&self.services.pool, move |c| {
+                    outbox::mark_attempt_failed(c, id, &error, retry_at)
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 5 s, 10 s, 20 s, … capped at one hour.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    Duration::from_secs(5u64.saturating_mul(1u64 << exp).min(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(30), Duration::from_secs(3600));
+    }
+}

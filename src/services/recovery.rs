@@ -1,0 +1,243 @@
+//! Account recovery by email: the heart of Latchkey.
+//!
+//! - A forgot request only queues a row (`reset_requests`), whatever the address, so the
+//!   response is the same in status, body and timing for registered, unknown, disabled and
+//!   throttled addresses.
+//! - The worker turns a request into a token and an email in one transaction (the
+//!   transactional outbox), applying the per-address cooldown and daily cap silently.
+//! - Opening a link never consumes it (mail scanners prefetch links); the token is consumed
+//!   by a conditional update in the same transaction that changes the password, after the
+//!   new password has been validated, so a typo never burns the link.
+
+use std::time::Duration;
+
+use crate::{
+    db::{self, outbox, reset_requests, reset_tokens, sessions, users},
+    domain::{EmailAddress, NewPassword, PasswordProblem, ResetToken},
+    mail::message::{RequestOrigin, browser_name, reset_email},
+};
+
+use super::{ClientInfo, ServiceError, Services};
+
+/// The keyed hash of a live token: what a browser session holds between opening the link
+/// and submitting the form (the token itself leaves the address bar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHash(pub Vec<u8>);
+
+/// What a reset attempt came to.
+#[derive(Debug)]
+pub enum ResetOutcome {
+    /// The password was changed; every session and outstanding link of the account ended.
+    Done,
+    /// The link is unknown, used, expired, or was sent to an address the account no longer has.
+    DeadLink,
+    /// The new password was refused; the link stays usable.
+    Refused(PasswordProblem),
+}
+
+/// The request path handles at most this many queued requests per worker pass.
+const REQUEST_BATCH: i64 = 50;
+
+impl Services {
+    /// Queues a reset request. The same single write for every address.
+    pub async fn request_reset(
+        &self,
+        email: &EmailAddress,
+        client: &ClientInfo,
+    ) -> Result<(), ServiceError> {
+        let (email, ip, ua) = (
+            email.as_str().to_owned(),
+            client.ip.clone(),
+            truncate(&client.user_agent, 512),
+        );
+        db::run(&self.pool, move |c| {
+            reset_requests::insert(c, &email, &ip, &ua)
+        })
+        .await?;
+        self.mail_wake.notify_one();
+        Ok(())
+    }
+
+    /// Worker step: turns queued requests into tokens and queued emails. Blocking; run it
+    /// through `db::run`. Returns how many emails were queued.
+    pub fn process_reset_requests(
+        &self,
+        conn: &mut db::AnyConnection,
+    ) -> Result<usize, ServiceError> {
+        let mut queued = 0;
+        for request in reset_requests::oldest(conn, REQUEST_BATCH)? {
+            if self.process_one(conn, &request)? {
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+
+    fn process_one(
+        &self,
+        conn: &mut db::AnyConnection,
+        request: &reset_requests::ResetRequestRow,
+    ) -> Result<bool, ServiceError> {
+        let settings = &self.settings;
+        db::write_transaction(conn, |c| {
+            // Taking the row is the claim: another instance that got here first wins.
+            if !reset_requests::take(c, request.id)? {
+                return Ok(false);
+            }
+            let Some(user) = users::find_by_email_locked(c, &request.email)? else {
+                tracing::info!("reset requested for an unknown address; nothing sent");
+                return Ok(false);
+            };
+            if user.disabled {
+                tracing::info!(
+                    user_id = user.id,
+                    "reset requested for a disabled account; nothing sent"
+                );
+                return Ok(false);
+            }
+            let (today, newest) =
+                reset_tokens::issued_since(c, user.id, db::now_minus(Duration::from_secs(86_400)))?;
+            let cooling = newest.is_some_and(|t| t > db::now_minus(settings.reset_cooldown));
+            if cooling || today >= i64::from(settings.reset_daily_cap) {
+                tracing::info!(
+                    user_id = user.id,
+                    cooling,
+                    "reset throttled for this address; nothing sent"
+                );
+                return Ok(false);
+            }
+            let token = ResetToken::generate();
+            let expires_at = db::now_plus(settings.reset_token_ttl);
+            reset_tokens::insert(
+                c,
+                user.id,
+                &self.keys.token_hash(token.expose()),
+                &user.email,
+                expires_at,
+            )?;
+            let sealed = self
+                .reset_mail(&token, request)
+                .map_err(|e| db::DbError::Other(e.to_string()))?;
+            outbox::insert(c, "reset", &user.email, &sealed, Some(expires_at))?;
+            tracing::info!(user_id = user.id, "reset email queued");
+            Ok(true)
+        })
+        .map_err(Into::into)
+    }
+
+    fn reset_mail(
+        &self,
+        token: &ResetToken,
+        request: &reset_requests::ResetRequestRow,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let mut link = self
+            .settings
+            .base_url
+            .join("reset")
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        link.query_pairs_mut().append_pair("token", token.expose());
+        let origin = RequestOrigin {
+            ip: request.client_ip.clone(),
+            browser: browser_name(&request.user_agent),
+        };
+        let message = reset_email(
+            link.as_str(),
+            self.settings.reset_token_ttl,
+            &origin,
+            &self.url("forgot"),
+        )?;
+        let json =
+            serde_json::to_vec(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(self.keys.seal(&json))
+    }
+
+    /// Checks a token from a link; its hash if it is live. Never consumes it.
+    pub async fn open_reset_link(
+        &self,
+        token: &ResetToken,
+    ) -> Result<Option<TokenHash>, ServiceError> {
+        let hash = TokenHash(self.keys.token_hash(token.expose()));
+        Ok(self.reset_target(&hash).await?.map(|_| hash))
+    }
+
+    /// The address of the account a live token resets (for the form's hidden username).
+    pub async fn reset_target(&self, hash: &TokenHash) -> Result<Option<String>, ServiceError> {
+        let hash = hash.0.clone();
+        Ok(db::run(&self.pool, move |c| live_token(c, &hash))
+            .await?
+            .map(|(_, user)| user.email))
+    }
+
+    /// Sets a new password with a token: checks the link is live, validates the password
+    /// (policy and strength) while the link stays alive, hashes it, then consumes the token
+    /// and changes the password in one transaction. Of concurrent attempts exactly one wins.
+    pub async fn reset_password(
+        &self,
+        hash: &TokenHash,
+        password: Result<NewPassword, PasswordProblem>,
+        expected_email: Option<&EmailAddress>,
+        client: &ClientInfo,
+    ) -> Result<ResetOutcome, ServiceError> {
+        let token_hash = hash.0.clone();
+        let Some((token, user)) = db::run(&self.pool, move |c| live_token(c, &token_hash)).await?
+        else {
+            return Ok(ResetOutcome::DeadLink);
+        };
+        if expected_email.is_some_and(|e| e.as_str() != user.email) {
+            return Ok(ResetOutcome::DeadLink);
+        }
+        let password = match password {
+            Ok(p) => p,
+            Err(problem) => return Ok(ResetOutcome::Refused(problem)),
+        };
+        let new_hash = match self
+            .hasher
+            .check_and_hash(password, user.email.clone())
+            .await?
+        {
+            Ok(h) => h,
+            Err(problem) => return Ok(ResetOutcome::Refused(problem)),
+        };
+        let sealed = self.password_changed_mail(client)?;
+        let token_hash = hash.0.clone();
+        let won = db::run(&self.pool, move |c| {
+            db::write_transaction(c, |c| {
+                // The consume comes first: it is the write that decides the race.
+                if !reset_tokens::consume(c, &token_hash)? {
+                    return Ok(false);
+                }
+                users::set_password(c, token.user_id, &new_hash)?;
+                reset_tokens::revoke_for_user(c, token.user_id)?;
+                sessions::delete_for_user_except(c, token.user_id, None)?;
+                outbox::insert(c, "password_changed", &user.email, &sealed, None)?;
+                Ok(true)
+            })
+        })
+        .await?;
+        if !won {
+            return Ok(ResetOutcome::DeadLink);
+        }
+        self.mail_wake.notify_one();
+        tracing::info!(user_id = token.user_id, "password reset completed");
+        Ok(ResetOutcome::Done)
+    }
+}
+
+/// A live token and its account: unused, unexpired, the account enabled and still at the
+/// address the link was sent to.
+fn live_token(
+    conn: &mut db::AnyConnection,
+    hash: &[u8],
+) -> Result<Option<(reset_tokens::ResetTokenRow, users::UserRow)>, db::DbError> {
+    let Some(token) = reset_tokens::find_live(conn, hash)? else {
+        return Ok(None);
+    };
+    let user = users::find(conn, token.user_id)?;
+    Ok(user
+        .filter(|u| !u.disabled && u.email == token.sent_to)
+        .map(|u| (token, u)))
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}

@@ -1,0 +1,229 @@
+//! Building and running the application. `Application::build` binds its own listener, so
+//! tests can ask for port 0 and learn the port; the route table lives here, in one place.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_session::{
+    SessionMiddleware,
+    config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy},
+};
+use actix_web::{
+    App, HttpRequest, HttpResponse, HttpServer,
+    cookie::{SameSite, time::Duration as CookieDuration},
+    dev::Server,
+    middleware::from_fn,
+    web,
+};
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::{
+    config::{MailTransportConfig, Settings},
+    crypto::Keys,
+    db,
+    error::{ApiError, PageError, form_error, json_error},
+    mail::{DevMailbox, Transport, worker::Worker},
+    services::{Hasher, Services},
+    web::{
+        self as handlers, AppState, csrf, middleware::security_headers,
+        session_store::DbSessionStore,
+    },
+};
+
+/// The largest request body accepted, JSON or form (SPEC §5).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The shared parts of a running instance, for the server, the worker and the CLI.
+pub struct Parts {
+    pub services: Services,
+    pub transport: Transport,
+    pub dev_mailbox: Option<DevMailbox>,
+}
+
+/// Connects to the database, migrates it and builds the services.
+pub async fn build_parts(settings: Settings) -> anyhow::Result<Parts> {
+    let settings = Arc::new(settings);
+    let url = settings.database_url.clone();
+    let pool_size = settings.db_pool_size;
+    let pool = tokio::task::spawn_blocking(move || -> anyhow::Result<db::DbPool> {
+        let pool = db::build_pool(&url, pool_size)
+            .context("DATABASE_URL: cannot connect to the database")?;
+        db::run_migrations(&pool).context("DATABASE_URL: migrations failed")?;
+        Ok(pool)
+    })
+    .await??;
+    let keys = Keys::derive(settings.secret_key.expose());
+    let hasher = Hasher::new(
+        settings.hash_params,
+        settings.hash_threads,
+        settings.hash_queue,
+    )
+    .map_err(|e| anyhow::anyhow!("ARGON2_*: {e}"))?;
+    let (transport, dev_mailbox) = match &settings.mail {
+        MailTransportConfig::Smtp(url) => {
+            (Transport::smtp(url.expose()).context("SMTP_URL")?, None)
+        }
+        MailTransportConfig::DevMailbox => {
+            let mailbox = DevMailbox::default();
+            (Transport::Dev(mailbox.clone()), Some(mailbox))
+        }
+    };
+    let services = Services {
+        pool,
+        keys,
+        hasher,
+        settings,
+        mail_wake: Arc::new(Notify::new()),
+    };
+    Ok(Parts {
+        services,
+        transport,
+        dev_mailbox,
+    })
+}
+
+/// A built, not yet running, application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    worker: Worker,
+}
+
+impl Application {
+    /// Builds everything and binds the listener (`LISTEN_ADDR`, port 0 allowed).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen_addr)
+            .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", settings.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        let Parts {
+            services,
+            transport,
+            dev_mailbox,
+        } = build_parts(settings).await?;
+        let worker = Worker::new(services.clone(), transport).map_err(anyhow::Error::msg)?;
+        let state = AppState {
+            services,
+            dev_mailbox,
+        };
+        let server = run_server(listener, state)?;
+        Ok(Self {
+            port,
+            server,
+            worker,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the server stops (Ctrl-C or SIGTERM), with the mail worker beside it.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let worker = tokio::spawn(self.worker.run());
+        let result = self.server.await;
+        worker.abort();
+        result
+    }
+}
+
+fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let settings = state.services.settings.clone();
+    let https = settings.is_https();
+    let session_ttl = CookieDuration::seconds(settings.session_ttl.as_secs() as i64);
+    let store = DbSessionStore::new(state.services.pool.clone(), state.services.keys.clone());
+    let cookie_key = state.services.keys.cookie_key();
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        let session = SessionMiddleware::builder(store.clone(), cookie_key.clone())
+            .cookie_name(
+                if https {
+                    "__Host-latchkey_session"
+                } else {
+                    "latchkey_session"
+                }
+                .to_owned(),
+            )
+            .cookie_secure(https)
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .cookie_content_security(CookieContentSecurity::Private)
+            .session_lifecycle(
+                PersistentSession::default()
+                    .session_ttl(session_ttl)
+                    .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+            )
+            .build();
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::FormConfig::default()
+                    .limit(BODY_LIMIT)
+                    .error_handler(|err, _req| form_error(&err).into()),
+            )
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(BODY_LIMIT)
+                    .error_handler(|err, _req| json_error(&err).into()),
+            )
+            .app_data(web::PayloadConfig::default().limit(BODY_LIMIT))
+            .wrap(session)
+            .wrap(from_fn(csrf::ensure_cookie))
+            .wrap(from_fn(security_headers))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}
+
+/// The route table.
+fn routes(cfg: &mut web::ServiceConfig) {
+    use handlers::{account, api, auth, dev, health, recovery};
+    cfg.route("/", web::get().to(auth::home))
+        .service(
+            web::resource("/signup")
+                .get(auth::signup_form)
+                .post(auth::signup),
+        )
+        .service(
+            web::resource("/login")
+                .get(auth::login_form)
+                .post(auth::login),
+        )
+        .service(web::resource("/logout").post(auth::logout))
+        .service(web::resource("/account").get(account::account))
+        .service(web::resource("/account/password").post(account::change_password))
+        .service(web::resource("/account/sessions/end-others").post(account::end_other_sessions))
+        .service(
+            web::resource("/forgot")
+                .get(recovery::forgot_form)
+                .post(recovery::forgot),
+        )
+        .service(
+            web::resource("/reset")
+                .get(recovery::reset_form)
+                .post(recovery::reset),
+        )
+        .service(web::resource("/auth/forgot").post(api::forgot))
+        .service(web::resource("/auth/reset").post(api::reset))
+        .service(web::resource("/dev/mail").get(dev::mailbox))
+        .service(web::resource("/healthz").get(health::healthz))
+        .service(web::resource("/readyz").get(health::readyz))
+        .service(web::resource("/static/style.css").get(health::stylesheet));
+}
+
+async fn not_found(req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    if req.path().starts_with("/auth/") {
+        Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no such endpoint.",
+        )
+        .into())
+    } else {
+        Err(PageError::NotFound.into())
+    }
+}

@@ -1,0 +1,243 @@
+//! The account page: the address, a password change, and the signed-in sessions.
+
+use actix_session::Session;
+use actix_web::{
+    HttpResponse,
+    http::StatusCode,
+    web::{Data, Form, Query},
+};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::{
+    db::users::UserRow,
+    domain::{NewPassword, SubmittedPassword},
+    error::PageError,
+    mail::message::browser_name,
+    services::accounts::ChangeProblem,
+};
+
+use super::{
+    AppState,
+    auth::{CsrfOnlyForm, FieldErrors},
+    client::Client,
+    csrf::Csrf,
+    render::{Layout, page, see_other},
+    session::{self, current_user, layout},
+};
+
+/// One line of the session list.
+pub struct SessionView {
+    pub browser: String,
+    pub ip: String,
+    pub since: String,
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    l: Layout,
+    email: String,
+    sessions: Vec<SessionView>,
+    current_error: Option<String>,
+    errors: FieldErrors,
+    notice: Option<String>,
+    min_length: usize,
+}
+
+/// Query of `GET /account`.
+#[derive(Deserialize)]
+pub struct AccountQuery {
+    notice: Option<String>,
+}
+
+const SIGN_IN_FIRST: &str = "/login?next=/account";
+
+/// What the account page says about the last form sent.
+#[derive(Default)]
+struct Feedback {
+    current_error: Option<String>,
+    errors: FieldErrors,
+    notice: Option<String>,
+}
+
+impl Feedback {
+    fn password(problem: &crate::domain::PasswordProblem) -> Self {
+        Self {
+            errors: FieldErrors::from_password(problem),
+            ..Self::default()
+        }
+    }
+}
+
+async fn account_page(
+    state: &AppState,
+    session: &Session,
+    csrf: &Csrf,
+    user: &UserRow,
+    status: StatusCode,
+    feedback: Feedback,
+) -> Result<HttpResponse, PageError> {
+    let Feedback {
+        current_error,
+        errors,
+        notice,
+    } = feedback;
+    let mine = session::public_id(session);
+    let sessions = state
+        .services
+        .sessions_of(user.id)
+        .await?
+        .into_iter()
+        .map(|s| SessionView {
+            browser: browser_name(s.user_agent.as_deref().unwrap_or_default()),
+            ip: s.client_ip.unwrap_or_default(),
+            since: s.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            current: s.public_id.is_some() && s.public_id == mine,
+        })
+        .collect();
+    page(
+        status,
+        &AccountPage {
+            l: layout(csrf.token(), Some(user)),
+            email: user.email.clone(),
+            sessions,
+            current_error,
+            errors,
+            notice,
+            min_length: state.services.settings.password_min_length,
+        },
+    )
+}
+
+/// `GET /account`
+pub async fn account(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    query: Query<AccountQuery>,
+) -> Result<HttpResponse, PageError> {
+    let Some(user) = current_user(&state, &session).await? else {
+        return Ok(see_other(SIGN_IN_FIRST));
+    };
+    let notice = match query.notice.as_deref() {
+        Some("password-changed") => {
+            Some("Your password has been changed. Your other sessions were signed out.".to_owned())
+        }
+        Some("sessions-ended") => Some("Your other sessions were signed out.".to_owned()),
+        _ => None,
+    };
+    let feedback = Feedback {
+        notice,
+        ..Feedback::default()
+    };
+    account_page(&state, &session, &csrf, &user, StatusCode::OK, feedback).await
+}
+
+/// Fields of the password change form.
+#[derive(Deserialize)]
+pub struct ChangePasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /account/password`
+pub async fn change_password(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    Client(client): Client,
+    form: Form<ChangePasswordForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    let Some(user) = current_user(&state, &session).await? else {
+        return Ok(see_other(SIGN_IN_FIRST));
+    };
+    let services = &state.services;
+    let new = match NewPassword::parse(
+        &form.password,
+        Some(&form.password_confirm),
+        services.policy(),
+    ) {
+        Ok(p) => p,
+        Err(problem) => {
+            let feedback = Feedback::password(&problem);
+            return account_page(
+                &state,
+                &session,
+                &csrf,
+                &user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                feedback,
+            )
+            .await;
+        }
+    };
+    let current = SubmittedPassword::parse(&form.current_password);
+    let keep = session::public_id(&session);
+    match services
+        .change_password(&user, current, new, keep, &client)
+        .await?
+    {
+        Ok(()) => {
+            tracing::info!(user_id = user.id, "password changed");
+            Ok(see_other("/account?notice=password-changed"))
+        }
+        Err(ChangeProblem::WrongCurrentPassword) => {
+            let feedback = Feedback {
+                current_error: Some("That is not your current password.".to_owned()),
+                ..Feedback::default()
+            };
+            account_page(
+                &state,
+                &session,
+                &csrf,
+                &user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                feedback,
+            )
+            .await
+        }
+        Err(ChangeProblem::Password(problem)) => {
+            let feedback = Feedback::password(&problem);
+            account_page(
+                &state,
+                &session,
+                &csrf,
+                &user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                feedback,
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /account/sessions/end-others`
+pub async fn end_other_sessions(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    form: Form<CsrfOnlyForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    let Some(user) = current_user(&state, &session).await? else {
+        return Ok(see_other(SIGN_IN_FIRST));
+    };
+    let keep = session::public_id(&session);
+    if keep.is_none() {
+        return Err(PageError::BadRequest(
+            "This session has no id; sign in again.".into(),
+        ));
+    }
+    let ended = state.services.end_sessions(user.id, keep).await?;
+    tracing::info!(user_id = user.id, ended, "other sessions ended");
+    Ok(see_other("/account?notice=sessions-ended"))
+}

@@ -1,0 +1,106 @@
+//! The JSON API, compatible with the Novel boilerplate: `POST /auth/forgot` and
+//! `POST /auth/reset`. Every error is the JSON envelope of `crate::error::ApiError`.
+
+use actix_web::{
+    HttpResponse,
+    http::StatusCode,
+    web::{Data, Json},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain::{EmailAddress, NewPassword, PasswordProblem, ResetToken},
+    error::ApiError,
+    services::recovery::{ResetOutcome, TokenHash},
+};
+
+use super::{AppState, client::Client, recovery::sent_message};
+
+/// Body of `POST /auth/forgot`.
+#[derive(Deserialize)]
+pub struct ForgotRequest {
+    email: String,
+}
+
+#[derive(Serialize)]
+struct ForgotResponse {
+    ok: bool,
+    message: String,
+}
+
+/// `POST /auth/forgot`: 200 with the same body for every valid address.
+pub async fn forgot(
+    state: Data<AppState>,
+    Client(client): Client,
+    body: Json<ForgotRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = EmailAddress::parse(&body.email).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+            e.to_string(),
+        )
+    })?;
+    state.services.request_reset(&email, &client).await?;
+    Ok(HttpResponse::Ok().json(ForgotResponse {
+        ok: true,
+        message: sent_message(&state),
+    }))
+}
+
+/// Body of `POST /auth/reset`.
+#[derive(Deserialize)]
+pub struct ResetRequest {
+    token: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OkResponse {
+    ok: bool,
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_token",
+        "This reset link is invalid, has expired or has already been used. Ask for a new one.",
+    )
+}
+
+fn password_error(problem: &PasswordProblem) -> ApiError {
+    let code = match problem {
+        PasswordProblem::TooShort { .. } => "password_too_short",
+        PasswordProblem::TooLong => "password_too_long",
+        PasswordProblem::Mismatch => "password_mismatch",
+        PasswordProblem::Weak { .. } => "password_too_weak",
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, problem.to_string())
+}
+
+/// `POST /auth/reset`: 200 on success; 400 for a dead token or an email that does not
+/// match it; 422 when the password is refused (the token stays usable).
+pub async fn reset(
+    state: Data<AppState>,
+    Client(client): Client,
+    body: Json<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let token = ResetToken::parse(&body.token).ok_or_else(invalid_token)?;
+    let email = match body.email.as_deref() {
+        Some(raw) => Some(EmailAddress::parse(raw).map_err(|_| invalid_token())?),
+        None => None,
+    };
+    let services = &state.services;
+    let hash = TokenHash(services.keys.token_hash(token.expose()));
+    let password = NewPassword::parse(&body.password, None, services.policy());
+    match services
+        .reset_password(&hash, password, email.as_ref(), &client)
+        .await?
+    {
+        ResetOutcome::Done => Ok(HttpResponse::Ok().json(OkResponse { ok: true })),
+        ResetOutcome::DeadLink => Err(invalid_token()),
+        ResetOutcome::Refused(problem) => Err(password_error(&problem)),
+    }
+}

@@ -1,0 +1,276 @@
+//! Home, sign-up, sign-in and sign-out.
+
+use actix_session::Session;
+use actix_web::{
+    HttpResponse,
+    http::StatusCode,
+    web::{Data, Form, Query},
+};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::{
+    domain::{EmailAddress, NewPassword, PasswordProblem, SubmittedPassword},
+    error::PageError,
+    services::accounts::SignUpProblem,
+};
+
+use super::{
+    AppState,
+    client::Client,
+    csrf::Csrf,
+    render::{Layout, page, see_other},
+    session::{self, current_user, layout, safe_next},
+};
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    l: Layout,
+    email: Option<String>,
+}
+
+/// `GET /`
+pub async fn home(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+) -> Result<HttpResponse, PageError> {
+    let user = current_user(&state, &session).await?;
+    page(
+        StatusCode::OK,
+        &HomePage {
+            l: layout(csrf.token(), user.as_ref()),
+            email: user.map(|u| u.email),
+        },
+    )
+}
+
+/// Errors shown beside the fields of a password form.
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub password_confirm: Option<String>,
+}
+
+impl FieldErrors {
+    /// Puts a password problem beside the field it concerns.
+    pub fn from_password(problem: &PasswordProblem) -> Self {
+        let message = Some(problem.to_string());
+        match problem {
+            PasswordProblem::Mismatch => Self {
+                password_confirm: message,
+                ..Self::default()
+            },
+            _ => Self {
+                password: message,
+                ..Self::default()
+            },
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    l: Layout,
+    email: String,
+    errors: FieldErrors,
+    min_length: usize,
+}
+
+/// Fields of the sign-up form. Missing fields read as empty and fail validation (422),
+/// not deserialisation.
+#[derive(Deserialize)]
+pub struct SignupForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `GET /signup`
+pub async fn signup_form(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+) -> Result<HttpResponse, PageError> {
+    if current_user(&state, &session).await?.is_some() {
+        return Ok(see_other("/account"));
+    }
+    page(
+        StatusCode::OK,
+        &SignupPage {
+            l: layout(csrf.token(), None),
+            email: String::new(),
+            errors: FieldErrors::default(),
+            min_length: state.services.settings.password_min_length,
+        },
+    )
+}
+
+/// `POST /signup`
+pub async fn signup(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    Client(client): Client,
+    form: Form<SignupForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    let services = &state.services;
+    let rerender = |errors: FieldErrors| {
+        page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &SignupPage {
+                l: layout(csrf.token(), None),
+                email: form.email.chars().take(254).collect(),
+                errors,
+                min_length: services.settings.password_min_length,
+            },
+        )
+    };
+    let email = match EmailAddress::parse(&form.email) {
+        Ok(e) => e,
+        Err(e) => {
+            return rerender(FieldErrors {
+                email: Some(e.to_string()),
+                ..FieldErrors::default()
+            });
+        }
+    };
+    let password = match NewPassword::parse(
+        &form.password,
+        Some(&form.password_confirm),
+        services.policy(),
+    ) {
+        Ok(p) => p,
+        Err(problem) => return rerender(FieldErrors::from_password(&problem)),
+    };
+    match services.sign_up(email, password, false).await? {
+        Ok(user) => {
+            tracing::info!(user_id = user.id, "account created");
+            session::sign_in(&session, &user, &client)?;
+            Ok(see_other("/account"))
+        }
+        Err(SignUpProblem::EmailTaken) => rerender(FieldErrors {
+            email: Some("An account with this email address already exists. Sign in, or reset its password.".into()),
+            ..FieldErrors::default()
+        }),
+        Err(SignUpProblem::Password(problem)) => rerender(FieldErrors::from_password(&problem)),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    l: Layout,
+    email: String,
+    next: String,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+/// Query of `GET /login`.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+    notice: Option<String>,
+}
+
+/// `GET /login`
+pub async fn login_form(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    query: Query<LoginQuery>,
+) -> Result<HttpResponse, PageError> {
+    let next = query.next.as_deref().and_then(safe_next);
+    if current_user(&state, &session).await?.is_some() {
+        return Ok(see_other(next.as_deref().unwrap_or("/account")));
+    }
+    let notice = match query.notice.as_deref() {
+        Some("password-changed") => {
+            Some("Your password has been changed. Sign in with your new password.".to_owned())
+        }
+        Some("signed-out") => Some("You have been signed out.".to_owned()),
+        _ => None,
+    };
+    page(
+        StatusCode::OK,
+        &LoginPage {
+            l: layout(csrf.token(), None),
+            email: String::new(),
+            next: next.unwrap_or_default(),
+            error: None,
+            notice,
+        },
+    )
+}
+
+/// Fields of the sign-in form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /login`: one generic message for every failure, and the same work for each.
+pub async fn login(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    Client(client): Client,
+    form: Form<LoginForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    let email = EmailAddress::parse(&form.email).ok();
+    let password = SubmittedPassword::parse(&form.password);
+    let next = safe_next(&form.next);
+    match state.services.sign_in(email, password).await? {
+        Some(user) => {
+            tracing::info!(user_id = user.id, "signed in");
+            session::sign_in(&session, &user, &client)?;
+            Ok(see_other(next.as_deref().unwrap_or("/account")))
+        }
+        None => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &LoginPage {
+                l: layout(csrf.token(), None),
+                email: form.email.chars().take(254).collect(),
+                next: next.unwrap_or_default(),
+                error: Some("That email and password do not match an account.".into()),
+                notice: None,
+            },
+        ),
+    }
+}
+
+/// Fields of forms that carry only the CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfOnlyForm {
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+/// `POST /logout`
+pub async fn logout(
+    session: Session,
+    csrf: Csrf,
+    form: Form<CsrfOnlyForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    session::sign_out(&session);
+    Ok(see_other("/login?notice=signed-out"))
+}

@@ -1,0 +1,37 @@
+//! Probes for load balancers and orchestrators, plus the stylesheet.
+
+use actix_web::{HttpResponse, web::Data};
+
+use crate::db;
+
+use super::AppState;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok")
+}
+
+/// `GET /readyz`: the database answers (503 when it does not).
+pub async fn readyz(state: Data<AppState>) -> HttpResponse {
+    match db::run(&state.services.pool, db::ping).await {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain; charset=utf-8")
+                .body("database unavailable")
+        }
+    }
+}
+
+/// `GET /static/style.css`, compiled into the binary so it runs from any directory.
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(include_str!("../../static/style.css"))
+}

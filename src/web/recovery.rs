@@ -1,0 +1,236 @@
+//! The recovery pages: ask for a link, open it, set a new password.
+
+use actix_session::Session;
+use actix_web::{
+    HttpResponse,
+    http::StatusCode,
+    web::{Data, Form, Query},
+};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::{
+    domain::{EmailAddress, NewPassword, ResetToken},
+    error::PageError,
+    services::recovery::ResetOutcome,
+};
+
+use super::{
+    AppState,
+    auth::FieldErrors,
+    client::Client,
+    csrf::Csrf,
+    render::{Layout, page, see_other},
+    session::{self, current_user, layout},
+};
+
+/// The answer to every valid forgot request, registered address or not.
+pub const FORGOT_SENT: &str = "If an account exists for that address, we have sent it a link to reset the password. \
+     Check your inbox and spam folder; the link expires in";
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage {
+    l: Layout,
+    email: String,
+    error: Option<String>,
+    sent: Option<String>,
+}
+
+/// `GET /forgot`
+pub async fn forgot_form(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+) -> Result<HttpResponse, PageError> {
+    let user = current_user(&state, &session).await?;
+    page(
+        StatusCode::OK,
+        &ForgotPage {
+            l: layout(csrf.token(), user.as_ref()),
+            email: String::new(),
+            error: None,
+            sent: None,
+        },
+    )
+}
+
+/// Fields of the forgot form.
+#[derive(Deserialize)]
+pub struct ForgotForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// The sentence shown after a forgot request, with the link lifetime in words.
+pub fn sent_message(state: &AppState) -> String {
+    format!(
+        "{FORGOT_SENT} {}.",
+        crate::mail::message::lifetime_in_words(state.services.settings.reset_token_ttl)
+    )
+}
+
+/// `POST /forgot`: the same page for every syntactically valid address. The work on the
+/// request path is one insert, whatever the address; the worker does the rest.
+pub async fn forgot(
+    state: Data<AppState>,
+    csrf: Csrf,
+    Client(client): Client,
+    form: Form<ForgotForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    let l = layout(csrf.token(), None);
+    match EmailAddress::parse(&form.email) {
+        Err(e) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ForgotPage {
+                l,
+                email: form.email.chars().take(254).collect(),
+                error: Some(e.to_string()),
+                sent: None,
+            },
+        ),
+        Ok(email) => {
+            state.services.request_reset(&email, &client).await?;
+            page(
+                StatusCode::OK,
+                &ForgotPage {
+                    l,
+                    email: String::new(),
+                    error: None,
+                    sent: Some(sent_message(&state)),
+                },
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+struct ResetPage {
+    l: Layout,
+    email: String,
+    errors: FieldErrors,
+    min_length: usize,
+}
+
+#[derive(Template)]
+#[template(path = "reset_dead.html")]
+struct ResetDeadPage {
+    l: Layout,
+}
+
+fn dead_link(csrf: &Csrf) -> Result<HttpResponse, PageError> {
+    page(
+        StatusCode::BAD_REQUEST,
+        &ResetDeadPage {
+            l: layout(csrf.token(), None),
+        },
+    )
+}
+
+/// Query of `GET /reset`.
+#[derive(Deserialize)]
+pub struct ResetQuery {
+    token: Option<String>,
+}
+
+/// `GET /reset?token=T` moves a live token into the session and redirects to `/reset`, so
+/// the token leaves the address bar (and Referer, history, screenshots). `GET /reset`
+/// shows the form while the session holds a live token. Neither consumes the token.
+pub async fn reset_form(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    query: Query<ResetQuery>,
+) -> Result<HttpResponse, PageError> {
+    if let Some(raw) = &query.token {
+        let Some(token) = ResetToken::parse(raw) else {
+            return dead_link(&csrf);
+        };
+        return match state.services.open_reset_link(&token).await? {
+            Some(hash) => {
+                session::remember_reset(&session, &hash)?;
+                Ok(see_other("/reset"))
+            }
+            None => dead_link(&csrf),
+        };
+    }
+    let Some(hash) = session::reset_hash(&session) else {
+        return dead_link(&csrf);
+    };
+    match state.services.reset_target(&hash).await? {
+        Some(email) => page(
+            StatusCode::OK,
+            &ResetPage {
+                l: layout(csrf.token(), None),
+                email,
+                errors: FieldErrors::default(),
+                min_length: state.services.settings.password_min_length,
+            },
+        ),
+        None => {
+            session::forget_reset(&session);
+            dead_link(&csrf)
+        }
+    }
+}
+
+/// Fields of the reset form.
+#[derive(Deserialize)]
+pub struct ResetForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /reset`: validates, then consumes the token and changes the password at once.
+/// Success ends at the sign-in page; nobody is signed in by a reset link.
+pub async fn reset(
+    state: Data<AppState>,
+    session: Session,
+    csrf: Csrf,
+    Client(client): Client,
+    form: Form<ResetForm>,
+) -> Result<HttpResponse, PageError> {
+    csrf.verify(&form.csrf_token)?;
+    let Some(hash) = session::reset_hash(&session) else {
+        return dead_link(&csrf);
+    };
+    let services = &state.services;
+    let password = NewPassword::parse(
+        &form.password,
+        Some(&form.password_confirm),
+        services.policy(),
+    );
+    match services
+        .reset_password(&hash, password, None::<&EmailAddress>, &client)
+        .await?
+    {
+        ResetOutcome::Done => {
+            session::forget_reset(&session);
+            Ok(see_other("/login?notice=password-changed"))
+        }
+        ResetOutcome::DeadLink => {
+            session::forget_reset(&session);
+            dead_link(&csrf)
+        }
+        ResetOutcome::Refused(problem) => {
+            let email = services.reset_target(&hash).await?.unwrap_or_default();
+            page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ResetPage {
+                    l: layout(csrf.token(), None),
+                    email,
+                    errors: FieldErrors::from_password(&problem),
+                    min_length: services.settings.password_min_length,
+                },
+            )
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! actix-session storage over the `sessions` table, on either backend.
+//!
+//! The cookie carries a random session id; the table stores only its keyed hash, so a
+//! copy of the database signs nobody in. The signed-in user's id, a public id (for
+//! "sign out other sessions") and the client's address and browser are copied from the
+//! state into columns, so a password change can end every other session with one query.
+//! Anonymous page views never reach this store: actix-session writes nothing for an empty
+//! session, and CSRF protection uses its own cookie.
+
+use std::collections::HashMap;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::time::Duration as CookieDuration;
+
+use crate::{
+    crypto::{Keys, random_token_string},
+    db::{self, DbPool, sessions},
+};
+
+/// Session state keys this application uses.
+pub mod keys {
+    /// The signed-in user's id.
+    pub const USER_ID: &str = "uid";
+    /// A random public id of a signed-in session, shown in the session list.
+    pub const PUBLIC_ID: &str = "sid";
+    pub const CLIENT_IP: &str = "ip";
+    pub const USER_AGENT: &str = "ua";
+    /// The hash of the reset token this browser opened.
+    pub const RESET: &str = "reset";
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct DbSessionStore {
+    pool: DbPool,
+    keys: Keys,
+}
+
+impl DbSessionStore {
+    pub fn new(pool: DbPool, keys: Keys) -> Self {
+        Self { pool, keys }
+    }
+
+    fn data(
+        state: &HashMap<String, String>,
+        ttl: &CookieDuration,
+    ) -> Result<sessions::SessionData, anyhow::Error> {
+        let json_str = |k: &str| {
+            state
+                .get(k)
+                .and_then(|v| serde_json::from_str::<String>(v).ok())
+        };
+        let user_id = state
+            .get(keys::USER_ID)
+            .and_then(|v| serde_json::from_str::<i64>(v).ok());
+        Ok(sessions::SessionData {
+            user_id,
+            public_id: json_str(keys::PUBLIC_ID),
+            state: serde_json::to_string(state)?,
+            client_ip: json_str(keys::CLIENT_IP),
+            user_agent: json_str(keys::USER_AGENT),
+            expires_at: expiry(ttl),
+        })
+    }
+}
+
+fn expiry(ttl: &CookieDuration) -> chrono::NaiveDateTime {
+    db::now_plus(std::time::Duration::from_secs(
+        ttl.whole_seconds().max(0) as u64
+    ))
+}
+
+fn new_key() -> Result<SessionKey, anyhow::Error> {
+    SessionKey::try_from(random_token_string(32)).map_err(anyhow::Error::from)
+}
+
+impl SessionStore for DbSessionStore {
+    async fn load(
+        &self,
+        session_key: &SessionKey,
+    ) -> Result<Option<HashMap<String, String>>, LoadError> {
+        let hash = self.keys.session_hash(session_key.as_ref());
+        let row = db::run(&self.pool, move |c| sessions::find_live(c, &hash))
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?;
+        match row {
+            None => Ok(None),
+            Some(row) => serde_json::from_str(&row.state)
+                .map(Some)
+                .map_err(|e| LoadError::Deserialization(e.into())),
+        }
+    }
+
+    async fn save(
+        &self,
+        state: HashMap<String, String>,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, SaveError> {
+        let data = Self::data(&state, ttl).map_err(SaveError::Serialization)?;
+        let key = new_key().map_err(SaveError::Other)?;
+        let hash = self.keys.session_hash(key.as_ref());
+        db::run(&self.pool, move |c| sessions::insert(c, &hash, &data))
+            .await
+            .map_err(|e| SaveError::Other(e.into()))?;
+        Ok(key)
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        mut state: HashMap<String, String>,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        let data = Self::data(&state, ttl).map_err(UpdateError::Serialization)?;
+        let hash = self.keys.session_hash(session_key.as_ref());
+        let updated = db::run(&self.pool, move |c| sessions::update(c, &hash, &data))
+            .await
+            .map_err(|e| UpdateError::Other(e.into()))?;
+        if updated {
+            return Ok(session_key);
+        }
+        // The session was ended while this request ran (e.g. a password change elsewhere):
+        // start a fresh one, but never carry the sign-in over, or it would come back to life.
+        state.remove(keys::USER_ID);
+        state.remove(keys::PUBLIC_ID);
+        self.save(state, ttl).await.map_err(|e| match e {
+            SaveError::Serialization(e) => UpdateError::Serialization(e),
+            SaveError::Other(e) => UpdateError::Other(e),
+        })
+    }
+
+    async fn update_ttl(
+        &self,
+        session_key: &SessionKey,
+        ttl: &CookieDuration,
+    ) -> Result<(), anyhow::Error> {
+        let hash = self.keys.session_hash(session_key.as_ref());
+        let expires = expiry(ttl);
+        db::run(&self.pool, move |c| sessions::touch(c, &hash, expires)).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
+        let hash = self.keys.session_hash(session_key.as_ref());
+        db::run(&self.pool, move |c| sessions::delete(c, &hash)).await?;
+        Ok(())
+    }
+}
