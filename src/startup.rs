@@ -118,6 +118,16 @@ impl Application {
         self.port
     }
 
+    /// The database pool (tests inspect rows through it).
+    pub fn pool(&self) -> db::DbPool {
+        self.worker.services().pool.clone()
+    }
+
+    /// A handle to stop the server.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until the server stops (Ctrl-C or SIGTERM), with the mail worker beside it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let worker = tokio::spawn(self.worker.run());

@@ -48,6 +48,11 @@ impl Worker {
         })
     }
 
+    /// The services this worker uses.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
     /// Runs until the process ends.
     pub async fn run(self) {
         let mut last_purge = std::time::Instant::now();

@@ -1,0 +1,318 @@
+//! `spawn_app`: the real application on port 0, with a fresh database (a temporary SQLite
+//! file, or a new Postgres database dropped afterwards) and a real SMTP sink on loopback.
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use diesel::{Connection, PgConnection, RunQueryDsl, connection::SimpleConnection};
+use latchkey::{
+    config::Settings,
+    db::{self, DbPool},
+    startup::Application,
+};
+use reqwest::{Client, Response, StatusCode, redirect::Policy};
+
+use crate::smtp::{Email, MailSink};
+
+/// The public origin the app is configured with. It is deliberately not the address the
+/// server listens on, so a link built from anything but `BASE_URL` is caught.
+pub const BASE_URL: &str = "http://latchkey.test/";
+
+/// A password every strength check accepts.
+pub const GOOD_PASSWORD: &str = "plum tractor violet oasis";
+pub const OTHER_GOOD_PASSWORD: &str = "cobalt lantern orbit meadow";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static PG_ADMIN_URL: LazyLock<String> = LazyLock::new(|| {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+});
+
+/// A database that exists for one test and is removed afterwards.
+pub enum TestDb {
+    Sqlite(std::path::PathBuf),
+    Postgres { name: String },
+}
+
+impl TestDb {
+    fn create(backend: Backend) -> (TestDb, String) {
+        let name = format!(
+            "latchkey_test_{}",
+            latchkey::crypto::random_token_string(9)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                let url = format!("sqlite://{}", path.display());
+                (TestDb::Sqlite(path), url)
+            }
+            Backend::Postgres => {
+                let mut admin = PgConnection::establish(&PG_ADMIN_URL).unwrap_or_else(|e| {
+                    panic!(
+                        "The Postgres tests need a PostgreSQL server and could not reach one at {} ({e}). \
+                         Start one (e.g. `pg_ctlcluster --skip-systemctl-redirect 15 main start`) or point \
+                         TEST_DATABASE_URL at a server where this user may create databases.",
+                        *PG_ADMIN_URL
+                    )
+                });
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create test database");
+                let mut url = url::Url::parse(&PG_ADMIN_URL).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&format!("/{name}"));
+                (TestDb::Postgres { name }, url.to_string())
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self {
+            TestDb::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            TestDb::Postgres { name } => {
+                if let Ok(mut admin) = PgConnection::establish(&PG_ADMIN_URL) {
+                    let _ =
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin);
+                }
+            }
+        }
+    }
+}
+
+/// A running app and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub mail: MailSink,
+    pub pool: DbPool,
+    server: actix_web::dev::ServerHandle,
+    _db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Ask the server to stop; its worker threads end on their own.
+        drop(self.server.stop(false));
+    }
+}
+
+/// Starts the app with the test defaults.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Starts the app with some variables overridden (`("RESET_TOKEN_TTL_SECS", "2")`).
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let mail = MailSink::start().await;
+    let (test_db, database_url) = TestDb::create(backend);
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), database_url),
+        ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("BASE_URL".into(), BASE_URL.into()),
+        ("SMTP_URL".into(), format!("smtp://127.0.0.1:{}", mail.port)),
+        (
+            "MAIL_FROM".into(),
+            "Latchkey Test <no-reply@latchkey.test>".into(),
+        ),
+        ("SECRET_KEY".into(), "test-secret-key-".repeat(5)),
+        ("DATABASE_POOL_SIZE".into(), "8".into()),
+    ]);
+    for (k, v) in overrides {
+        if v.is_empty() {
+            vars.remove(*k);
+        } else {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+    }
+    let settings =
+        Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings are valid");
+    let app = Application::build(settings).await.expect("the app starts");
+    let port = app.port();
+    let pool = app.pool();
+    let server = app.server_handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: new_client(),
+        mail,
+        pool,
+        server,
+        _db: test_db,
+    }
+}
+
+/// A browser: keeps cookies, does not follow redirects (tests check each 303).
+pub fn new_client() -> Client {
+    Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+/// The hidden CSRF field of a page.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let start = html.find("name=\"csrf_token\" value=\"")? + "name=\"csrf_token\" value=\"".len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Turns a link from an email (under `BASE_URL`) into one on the test server.
+    pub fn local(&self, link: &str) -> String {
+        assert!(
+            link.starts_with(BASE_URL),
+            "link {link} is not under BASE_URL"
+        );
+        format!("{}/{}", self.address, &link[BASE_URL.len()..])
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.get_with(&self.client, path).await
+    }
+
+    pub async fn get_with(&self, client: &Client, path: &str) -> Response {
+        client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// A CSRF token for this client, read from a form page.
+    pub async fn csrf(&self, client: &Client) -> String {
+        let html = self.get_with(client, "/forgot").await.text().await.unwrap();
+        csrf_in(&html).expect("the forgot page has a CSRF field")
+    }
+
+    /// Posts a form with this client's CSRF token added.
+    pub async fn post_form_with(
+        &self,
+        client: &Client,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let token = self.csrf(client).await;
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf_token", &token));
+        client
+            .post(self.url(path))
+            .form(&form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        self.post_form_with(&self.client, path, fields).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST JSON")
+    }
+
+    /// Signs up with this client (and stays signed in).
+    pub async fn sign_up_with(&self, client: &Client, email: &str, password: &str) {
+        let res = self
+            .post_form_with(
+                client,
+                "/signup",
+                &[
+                    ("email", email),
+                    ("password", password),
+                    ("password_confirm", password),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "sign-up failed: {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Creates an account from a throwaway browser (this client stays signed out).
+    pub async fn create_account(&self, email: &str, password: &str) {
+        self.sign_up_with(&new_client(), email, password).await;
+    }
+
+    pub async fn sign_in_with(&self, client: &Client, email: &str, password: &str) -> Response {
+        self.post_form_with(
+            client,
+            "/login",
+            &[("email", email), ("password", password)],
+        )
+        .await
+    }
+
+    /// Asks for a reset link through the form.
+    pub async fn forgot(&self, email: &str) -> Response {
+        self.post_form("/forgot", &[("email", email)]).await
+    }
+
+    /// Waits for the `n`-th email and returns the reset link in it (under BASE_URL).
+    pub async fn reset_link_in_email(&self, n: usize) -> String {
+        let emails = self.mail.wait_for(n).await;
+        let email: &Email = &emails[n - 1];
+        email
+            .link_starting_with(&format!("{BASE_URL}reset?token="))
+            .unwrap_or_else(|| panic!("no reset link in: {}", email.text))
+    }
+
+    /// The token of a reset link.
+    pub fn token_of(link: &str) -> String {
+        link.split("token=").nth(1).expect("token").to_owned()
+    }
+
+    /// Runs blocking diesel work against the app's database.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut db::AnyConnection) -> Result<T, db::DbError> + Send + 'static,
+    ) -> T {
+        db::run(&self.pool, f).await.expect("db query")
+    }
+}
+
+/// Runs each listed `async fn(Backend)` as two tests, `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

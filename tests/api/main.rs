@@ -1,0 +1,12 @@
+//! One black-box test binary: the real server, a real database (SQLite file and
+//! Postgres), real SMTP on loopback. Every test runs on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
+
+mod accounts;
+mod helpers;
+mod inputs;
+mod recovery_api;
+mod recovery_browser;
+mod security;
+mod smtp;

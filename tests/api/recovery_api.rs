@@ -1,0 +1,246 @@
+//! The Novel-compatible JSON API: `POST /auth/forgot` and `POST /auth/reset`.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
+    let status = res.status();
+    let body: Value = res.json().await.expect("errors are JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message"
+    );
+    (status, code)
+}
+
+async fn the_whole_flow_works_through_the_api(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("kim@example.com", GOOD_PASSWORD).await;
+    let res = app
+        .post_json("/auth/forgot", &json!({"email": "kim@example.com"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["ok"], true);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("If an account exists")
+    );
+
+    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    let res = app
+        .post_json(
+            "/auth/reset",
+            &json!({"token": token, "password": OTHER_GOOD_PASSWORD, "email": "KIM@example.com"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"ok": true}));
+    let signed_in = app
+        .sign_in_with(&new_client(), "kim@example.com", OTHER_GOOD_PASSWORD)
+        .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+}
+
+async fn an_unknown_address_gets_the_identical_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("lee@example.com", GOOD_PASSWORD).await;
+    let unknown = app
+        .post_json("/auth/forgot", &json!({"email": "ghost@example.com"}))
+        .await;
+    let known = app
+        .post_json("/auth/forgot", &json!({"email": "lee@example.com"}))
+        .await;
+    assert_eq!(unknown.status(), known.status());
+    assert_eq!(unknown.text().await.unwrap(), known.text().await.unwrap());
+    app.mail.wait_for(1).await;
+    app.mail.assert_stays_at(1).await;
+}
+
+async fn a_token_with_another_email_is_refused_and_stays_usable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("max@example.com", GOOD_PASSWORD).await;
+    app.post_json("/auth/forgot", &json!({"email": "max@example.com"}))
+        .await;
+    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    let res = app
+        .post_json(
+            "/auth/reset",
+            &json!({"token": token, "password": OTHER_GOOD_PASSWORD, "email": "eve@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(res).await,
+        (StatusCode::BAD_REQUEST, "invalid_token".into())
+    );
+    let res = app
+        .post_json(
+            "/auth/reset",
+            &json!({"token": token, "password": OTHER_GOOD_PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+async fn a_weak_password_is_422_and_the_token_stays_usable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("ned@example.com", GOOD_PASSWORD).await;
+    app.post_json("/auth/forgot", &json!({"email": "ned@example.com"}))
+        .await;
+    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    for (password, code) in [
+        ("passwordpassword", "password_too_weak"),
+        ("short", "password_too_short"),
+        (&"long ".repeat(30) as &str, "password_too_long"),
+        ("ned@example.com ned", "password_too_weak"),
+    ] {
+        let res = app
+            .post_json(
+                "/auth/reset",
+                &json!({"token": token, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            error_code(res).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, code.to_owned()),
+            "{password}"
+        );
+    }
+    let res = app
+        .post_json(
+            "/auth/reset",
+            &json!({"token": token, "password": OTHER_GOOD_PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+async fn exactly_one_of_16_concurrent_submissions_wins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("olga@example.com", GOOD_PASSWORD).await;
+    app.post_json("/auth/forgot", &json!({"email": "olga@example.com"}))
+        .await;
+    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    let url = app.url("/auth/reset");
+    let attempts: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, url, token) = (new_client(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let password = format!("concurrent winner number {i} orbit");
+                let res = client
+                    .post(url)
+                    .json(&json!({"token": token, "password": password}))
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status(), password)
+            })
+        })
+        .collect();
+    let mut results: Vec<(StatusCode, String)> = Vec::new();
+    for attempt in attempts {
+        results.push(attempt.await.unwrap());
+    }
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .map(|(_, p)| p)
+        .collect();
+    let losers = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::BAD_REQUEST)
+        .count();
+    assert_eq!(
+        winners.len(),
+        1,
+        "statuses: {:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(losers, 15);
+    let res = app
+        .sign_in_with(&new_client(), "olga@example.com", winners[0])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the winner's password is the one that holds"
+    );
+}
+
+async fn api_errors_are_json_envelopes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let c = &app.client;
+    let malformed = c
+        .post(app.url("/auth/forgot"))
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(malformed).await,
+        (StatusCode::BAD_REQUEST, "malformed_json".into())
+    );
+    let wrong_type = app.post_json("/auth/forgot", &json!({"email": 42})).await;
+    assert_eq!(wrong_type.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let invalid = app
+        .post_json("/auth/forgot", &json!({"email": "not an address"}))
+        .await;
+    assert_eq!(
+        error_code(invalid).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_email".into())
+    );
+    let missing = app
+        .post_json("/auth/reset", &json!({"password": GOOD_PASSWORD}))
+        .await;
+    assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let junk_token = app
+        .post_json(
+            "/auth/reset",
+            &json!({"token": "abc", "password": GOOD_PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        error_code(junk_token).await,
+        (StatusCode::BAD_REQUEST, "invalid_token".into())
+    );
+    let huge = app
+        .post_json("/auth/forgot", &json!({"email": "a".repeat(70 * 1024)}))
+        .await;
+    assert_eq!(
+        error_code(huge).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
+    );
+    let not_json = c
+        .post(app.url("/auth/forgot"))
+        .form(&[("email", "a@b.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let nowhere = app.post_json("/auth/nothing", &json!({})).await;
+    assert_eq!(
+        error_code(nowhere).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+}
+
+both_backends!(
+    the_whole_flow_works_through_the_api,
+    an_unknown_address_gets_the_identical_json,
+    a_token_with_another_email_is_refused_and_stays_usable,
+    a_weak_password_is_422_and_the_token_stays_usable,
+    exactly_one_of_16_concurrent_submissions_wins,
+    api_errors_are_json_envelopes,
+);

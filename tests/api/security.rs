@@ -1,0 +1,223 @@
+//! What an attacker tries: forged Host headers, header injection, CSRF, a copy of the
+//! database; and the headers and cookies every page must carry.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+async fn a_form_without_csrf_token_is_refused_and_sends_no_mail(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("pat@example.com", GOOD_PASSWORD).await;
+    // A browser that has a CSRF cookie but posts without the field, and one with a wrong field.
+    app.csrf(&app.client).await;
+    let res = app
+        .client
+        .post(app.url("/forgot"))
+        .form(&[("email", "pat@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.unwrap().contains("could not be verified"));
+    let res = app
+        .client
+        .post(app.url("/forgot"))
+        .form(&[("email", "pat@example.com"), ("csrf_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // A cross-site attacker's browser: no cookie at all, a token from another browser.
+    let token = app.csrf(&new_client()).await;
+    let res = new_client()
+        .post(app.url("/forgot"))
+        .form(&[("email", "pat@example.com"), ("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    for path in [
+        "/login",
+        "/signup",
+        "/logout",
+        "/reset",
+        "/account/password",
+    ] {
+        let res = new_client()
+            .post(app.url(path))
+            .form(&[("email", "x@y.z")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    app.mail.assert_stays_at(0).await;
+}
+
+async fn a_forged_host_header_never_reaches_the_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("quinn@example.com", GOOD_PASSWORD).await;
+    let token = app.csrf(&app.client).await;
+    let res = app
+        .client
+        .post(app.url("/forgot"))
+        .header("Host", "evil.example")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", "host=evil.example;proto=https")
+        .form(&[
+            ("email", "quinn@example.com"),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let email = &app.mail.wait_for(1).await[0];
+    assert!(!email.raw.contains("evil.example"));
+    assert!(
+        email
+            .link_starting_with(&format!("{BASE_URL}reset?token="))
+            .is_some()
+    );
+}
+
+async fn crlf_in_the_address_never_reaches_a_header(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("rae@example.com", GOOD_PASSWORD).await;
+    for evil in [
+        "rae@example.com\r\nBcc: evil@attacker.test",
+        "rae@example.com\nBcc: evil@attacker.test",
+        "rae@example.com%0d%0aBcc:evil@attacker.test",
+    ] {
+        let res = app.forgot(evil).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{evil:?}");
+        let res = app.post_json("/auth/forgot", &json!({"email": evil})).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{evil:?}");
+    }
+    app.mail.assert_stays_at(0).await;
+}
+
+async fn tokens_are_useless_in_a_copy_of_the_database(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("sam@example.com", GOOD_PASSWORD).await;
+    app.forgot("sam@example.com").await;
+    let link = app.reset_link_in_email(1).await;
+    let token = TestApp::token_of(&link);
+    app.client.get(app.local(&link)).send().await.unwrap();
+    // Look through every table for the token, in any form a leak would show it.
+    let dump: Vec<u8> = app
+        .db(|c| {
+            use latchkey::db::{outbox, sessions};
+            let mut all = Vec::new();
+            for row in outbox::recent(c, 100)? {
+                all.extend(row.payload);
+                all.extend(row.recipient.into_bytes());
+            }
+            let user = latchkey::db::users::find_by_email(c, "sam@example.com")?.unwrap();
+            for s in sessions::for_user(c, user.id)? {
+                all.extend(s.state.into_bytes());
+            }
+            Ok(all)
+        })
+        .await;
+    assert!(!dump.windows(token.len()).any(|w| w == token.as_bytes()));
+    // The outbox row of the sent reset email is scrubbed.
+    let rows = app.db(|c| latchkey::db::outbox::recent(c, 10)).await;
+    let reset = rows.iter().find(|r| r.kind == "reset").unwrap();
+    assert_eq!(reset.status, "sent");
+    assert!(reset.payload.is_empty(), "a sent body is scrubbed");
+}
+
+async fn pages_carry_the_security_headers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for path in ["/", "/login", "/signup", "/forgot", "/reset", "/nowhere"] {
+        let res = app.get(path).await;
+        let h = res.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+    }
+    let json = app
+        .post_json("/auth/forgot", &json!({"email": "x@example.com"}))
+        .await;
+    assert_eq!(json.headers()["x-content-type-options"], "nosniff");
+}
+
+async fn cookies_are_http_only_and_same_site_and_renewed_at_sign_in(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("tia@example.com", GOOD_PASSWORD).await;
+    // Open a reset link so this browser has an anonymous session first.
+    app.forgot("tia@example.com").await;
+    let link = app.reset_link_in_email(1).await;
+    let opened = app.client.get(app.local(&link)).send().await.unwrap();
+    let before = session_cookie(&opened).expect("opening a link starts a session");
+    let res = app
+        .sign_in_with(&app.client, "tia@example.com", GOOD_PASSWORD)
+        .await;
+    let after = session_cookie(&res).expect("sign-in sets the session cookie");
+    assert!(
+        after.contains("HttpOnly") && after.contains("SameSite=Lax"),
+        "{after}"
+    );
+    assert!(
+        !after.contains("Secure"),
+        "plain-http BASE_URL: no Secure flag"
+    );
+    assert_ne!(
+        cookie_value(&before),
+        cookie_value(&after),
+        "a new session id at sign-in"
+    );
+}
+
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("latchkey_session="))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn anonymous_page_views_write_nothing_to_the_database(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for path in [
+        "/",
+        "/login",
+        "/signup",
+        "/forgot",
+        "/reset",
+        "/static/style.css",
+    ] {
+        app.get(path).await;
+    }
+    let rows = app
+        .db(|c| {
+            use diesel::prelude::*;
+            use latchkey::db::schema::sessions;
+            Ok(sessions::table.count().get_result::<i64>(c)?)
+        })
+        .await;
+    assert_eq!(rows, 0);
+}
+
+both_backends!(
+    a_form_without_csrf_token_is_refused_and_sends_no_mail,
+    a_forged_host_header_never_reaches_the_email,
+    crlf_in_the_address_never_reaches_a_header,
+    tokens_are_useless_in_a_copy_of_the_database,
+    pages_carry_the_security_headers,
+    cookies_are_http_only_and_same_site_and_renewed_at_sign_in,
+    anonymous_page_views_write_nothing_to_the_database,
+);
