@@ -123,6 +123,8 @@ pub struct Settings {
     pub db_pool_size: u32,
     /// How long a signed-in session lives without activity.
     pub session_ttl: Duration,
+    /// The first retry delay of a failed email; it doubles with each attempt.
+    pub mail_retry_base: Duration,
 }
 
 /// A configuration error: the variable, what is wrong, and how to fix it.
@@ -139,6 +141,9 @@ fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
         problem: problem.into(),
     }
 }
+
+/// Durations are capped at a hundred years, where time arithmetic stays exact.
+const CENTURY_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// The minimum length of `SECRET_KEY` (SPEC §3).
 pub const SECRET_KEY_MIN_LEN: usize = 64;
@@ -192,12 +197,15 @@ impl Settings {
             )
         })?;
 
-        let loopback = listen_addr.ip().is_loopback();
+        // The dev conveniences (dev mailbox, generated key) are for a developer's own machine:
+        // refused when the server listens publicly *or* is published under a public origin
+        // (a loopback listener behind a reverse proxy is still public).
+        let loopback = listen_addr.ip().is_loopback() && is_local_origin(&base_url);
         if !loopback && matches!(mail, MailTransportConfig::DevMailbox) {
             return Err(bad(
                 "SMTP_URL",
-                "required when LISTEN_ADDR is not a loopback address (the dev mailbox would show \
-                 every reset link to anyone); set SMTP_URL=smtp://user:pass@host:port",
+                "required when LISTEN_ADDR or BASE_URL is not a loopback address (the dev mailbox \
+                 would show every reset link to anyone); set SMTP_URL=smtp://user:pass@host:port",
             ));
         }
 
@@ -217,14 +225,16 @@ impl Settings {
             None if !loopback => {
                 return Err(bad(
                     "SECRET_KEY",
-                    "required when LISTEN_ADDR is not a loopback address; generate one with \
-                     `openssl rand -base64 48`",
+                    "required when LISTEN_ADDR or BASE_URL is not a loopback address; generate \
+                     one with `openssl rand -base64 48`",
                 ));
             }
             None => (dev_secret_key(&database_url)?, true),
         };
 
-        let reset_token_ttl = Duration::from_secs(positive(&var, "RESET_TOKEN_TTL_SECS", 3600)?);
+        // Any value ≥ 1 is accepted (SPEC §3); beyond a century it makes no difference.
+        let reset_token_ttl =
+            Duration::from_secs(positive(&var, "RESET_TOKEN_TTL_SECS", 3600)?.min(CENTURY_SECS));
         let password_min_length = positive(&var, "PASSWORD_MIN_LENGTH", 15)?;
         if !(8..=128).contains(&password_min_length) {
             return Err(bad(
@@ -277,7 +287,11 @@ impl Settings {
         let hash_threads = positive(&var, "HASH_THREADS", cores as u64)? as usize;
         let hash_queue = non_negative(&var, "HASH_QUEUE", 64)? as usize;
         let db_pool_size = positive(&var, "DATABASE_POOL_SIZE", 10)? as u32;
-        let session_ttl = Duration::from_secs(positive(&var, "SESSION_TTL_SECS", 14 * 24 * 3600)?);
+        let session_ttl = Duration::from_secs(
+            positive(&var, "SESSION_TTL_SECS", 14 * 24 * 3600)?.min(CENTURY_SECS),
+        );
+        let mail_retry_base =
+            Duration::from_secs(positive(&var, "MAIL_RETRY_BASE_SECS", 5)?.min(3600));
 
         Ok(Self {
             database_url,
@@ -297,6 +311,7 @@ impl Settings {
             hash_queue,
             db_pool_size,
             session_ttl,
+            mail_retry_base,
         })
     }
 
@@ -324,13 +339,23 @@ fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("BASE_URL", "must not have a query or fragment"));
     }
-    let mut url = url;
-    if !url.path().ends_with('/') {
-        // Links are joined onto the base: "https://x/auth" must act as "https://x/auth/".
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
+    if url.path() != "/" {
+        // Pages, redirects and cookies all live at the root of the origin.
+        return Err(bad(
+            "BASE_URL",
+            "must be an origin without a path, e.g. https://accounts.example.com",
+        ));
     }
     Ok(url)
+}
+
+fn is_local_origin(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn positive(
@@ -452,6 +477,20 @@ mod tests {
     }
 
     #[test]
+    fn a_public_base_url_requires_smtp_even_on_a_loopback_listener() {
+        let err = settings(&[("BASE_URL", "https://accounts.example.com")]).unwrap_err();
+        assert_eq!(err.var, "SMTP_URL");
+        assert!(settings(&[("BASE_URL", "http://localhost:8080")]).is_ok());
+    }
+
+    #[test]
+    fn huge_lifetimes_are_accepted_and_capped() {
+        let s = settings(&[("RESET_TOKEN_TTL_SECS", "10000000000000")]).unwrap();
+        assert_eq!(s.reset_token_ttl, Duration::from_secs(CENTURY_SECS));
+        assert!(crate::db::now_plus(Duration::from_secs(u64::MAX)) > crate::db::now());
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("RESET_TOKEN_TTL_SECS", "0"),
@@ -459,6 +498,7 @@ mod tests {
             ("PASSWORD_MIN_LENGTH", "7"),
             ("TRUSTED_PROXIES", "not-a-cidr"),
             ("BASE_URL", "example.com"),
+            ("BASE_URL", "http://localhost:8080/auth"),
             ("DATABASE_URL", "mysql://x"),
             ("SECRET_KEY", "short"),
             ("LISTEN_ADDR", "localhost"),

@@ -20,6 +20,8 @@ pub enum PageError {
     Csrf,
     #[error("not found")]
     NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("busy")]
@@ -61,6 +63,7 @@ impl ResponseError for PageError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +82,10 @@ impl ResponseError for PageError {
                 "This form could not be verified. Go back, reload the page and try again.",
             ),
             Self::NotFound => ("Page not found", "There is nothing at this address."),
+            Self::MethodNotAllowed => (
+                "Method not allowed",
+                "This page does not accept that kind of request.",
+            ),
             Self::PayloadTooLarge => (
                 "Too much data",
                 "The form sent more data than allowed (64 KiB).",

@@ -8,9 +8,10 @@ use actix_session::{
     config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy},
 };
 use actix_web::{
-    App, HttpRequest, HttpResponse, HttpServer,
+    App, HttpResponse, HttpServer,
     cookie::{SameSite, time::Duration as CookieDuration},
     dev::Server,
+    http::StatusCode,
     middleware::from_fn,
     web,
 };
@@ -53,12 +54,15 @@ pub async fn build_parts(settings: Settings) -> anyhow::Result<Parts> {
     })
     .await??;
     let keys = Keys::derive(settings.secret_key.expose());
-    let hasher = Hasher::new(
+    let (params, threads, queue) = (
         settings.hash_params,
         settings.hash_threads,
         settings.hash_queue,
-    )
-    .map_err(|e| anyhow::anyhow!("ARGON2_*: {e}"))?;
+    );
+    // Building the hasher computes one argon2 hash: keep it off the async worker.
+    let hasher = tokio::task::spawn_blocking(move || Hasher::new(params, threads, queue))
+        .await?
+        .map_err(|e| anyhow::anyhow!("ARGON2_*: {e}"))?;
     let (transport, dev_mailbox) = match &settings.mail {
         MailTransportConfig::Smtp(url) => {
             (Transport::smtp(url.expose()).context("SMTP_URL")?, None)
@@ -176,12 +180,24 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
                     .limit(BODY_LIMIT)
                     .error_handler(|err, _req| json_error(&err).into()),
             )
+            .app_data(web::QueryConfig::default().error_handler(|_, _| {
+                PageError::BadRequest("The address has an unreadable query.".into()).into()
+            }))
             .app_data(web::PayloadConfig::default().limit(BODY_LIMIT))
-            .wrap(session)
-            .wrap(from_fn(csrf::ensure_cookie))
             .wrap(from_fn(security_headers))
-            .configure(routes)
-            .default_service(web::to(not_found))
+            // The API needs neither the session nor the CSRF cookie (it is not cookie-based).
+            .service(
+                web::scope("/auth")
+                    .configure(api_routes)
+                    .default_service(web::to(api_not_found)),
+            )
+            .service(
+                web::scope("")
+                    .wrap(session)
+                    .wrap(from_fn(csrf::ensure_cookie))
+                    .configure(page_routes)
+                    .default_service(web::to(page_not_found)),
+            )
     })
     .listen(listener)?
     .shutdown_timeout(10)
@@ -189,51 +205,67 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
     Ok(server)
 }
 
-/// The route table.
-fn routes(cfg: &mut web::ServiceConfig) {
-    use handlers::{account, api, auth, dev, health, recovery};
-    cfg.route("/", web::get().to(auth::home))
+/// The JSON API's routes (under `/auth`).
+fn api_routes(cfg: &mut web::ServiceConfig) {
+    use handlers::api;
+    let resource =
+        |path: &str| web::resource(path).default_service(web::to(api_method_not_allowed));
+    cfg.service(resource("/forgot").post(api::forgot))
+        .service(resource("/reset").post(api::reset));
+}
+
+/// The pages' routes.
+fn page_routes(cfg: &mut web::ServiceConfig) {
+    use handlers::{account, auth, dev, health, recovery};
+    let resource =
+        |path: &str| web::resource(path).default_service(web::to(page_method_not_allowed));
+    cfg.service(resource("/").get(auth::home))
         .service(
-            web::resource("/signup")
+            resource("/signup")
                 .get(auth::signup_form)
                 .post(auth::signup),
         )
+        .service(resource("/login").get(auth::login_form).post(auth::login))
+        .service(resource("/logout").post(auth::logout))
+        .service(resource("/account").get(account::account))
+        .service(resource("/account/password").post(account::change_password))
+        .service(resource("/account/sessions/end-others").post(account::end_other_sessions))
         .service(
-            web::resource("/login")
-                .get(auth::login_form)
-                .post(auth::login),
-        )
-        .service(web::resource("/logout").post(auth::logout))
-        .service(web::resource("/account").get(account::account))
-        .service(web::resource("/account/password").post(account::change_password))
-        .service(web::resource("/account/sessions/end-others").post(account::end_other_sessions))
-        .service(
-            web::resource("/forgot")
+            resource("/forgot")
                 .get(recovery::forgot_form)
                 .post(recovery::forgot),
         )
         .service(
-            web::resource("/reset")
+            resource("/reset")
                 .get(recovery::reset_form)
                 .post(recovery::reset),
         )
-        .service(web::resource("/auth/forgot").post(api::forgot))
-        .service(web::resource("/auth/reset").post(api::reset))
-        .service(web::resource("/dev/mail").get(dev::mailbox))
-        .service(web::resource("/healthz").get(health::healthz))
-        .service(web::resource("/readyz").get(health::readyz))
-        .service(web::resource("/static/style.css").get(health::stylesheet));
+        .service(resource("/dev/mail").get(dev::mailbox))
+        .service(resource("/healthz").get(health::healthz))
+        .service(resource("/readyz").get(health::readyz))
+        .service(resource("/static/style.css").get(health::stylesheet));
 }
 
-async fn not_found(req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    if req.path().starts_with("/auth/") {
-        Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
-            "There is no such endpoint.",
-        )
-        .into())
-    } else {
-        Err(PageError::NotFound.into())
-    }
+async fn api_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is no such endpoint.",
+    ))
+}
+
+async fn api_method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Use POST with a JSON body.",
+    ))
+}
+
+async fn page_not_found() -> Result<HttpResponse, PageError> {
+    Err(PageError::NotFound)
+}
+
+async fn page_method_not_allowed() -> Result<HttpResponse, PageError> {
+    Err(PageError::MethodNotAllowed)
 }

@@ -156,7 +156,15 @@ where
             // The closure takes the whole AnyConnection, so open the immediate transaction
             // by hand and let diesel's transaction manager nest inside it.
             conn.batch_execute("BEGIN IMMEDIATE")?;
-            let result = f(conn);
+            // A panic must not leave the pooled connection inside an open transaction
+            // (every later write would then fail as "locked").
+            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))) {
+                Ok(result) => result,
+                Err(panic) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    std::panic::resume_unwind(panic);
+                }
+            };
             let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             match conn.batch_execute(end) {
                 Ok(()) => result,
@@ -183,14 +191,30 @@ pub fn now() -> NaiveDateTime {
         .unwrap_or(now)
 }
 
-/// `now() + d`, saturating.
-pub fn now_plus(d: Duration) -> NaiveDateTime {
-    now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+/// The latest time stored: timestamps are clamped here so huge lifetimes never overflow
+/// (and SQLite's text comparison keeps working with four-digit years).
+fn far_future() -> NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default()
 }
 
-/// `now() - d`, saturating.
+/// `now() + d`, saturating at the year 9999.
+pub fn now_plus(d: Duration) -> NaiveDateTime {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now().checked_add_signed(d))
+        .map_or_else(far_future, |t| t.min(far_future()))
+}
+
+/// `now() - d`, saturating at the epoch.
 pub fn now_minus(d: Duration) -> NaiveDateTime {
-    now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now().checked_sub_signed(d))
+        .map_or(chrono::DateTime::UNIX_EPOCH.naive_utc(), |t| {
+            t.max(chrono::DateTime::UNIX_EPOCH.naive_utc())
+        })
 }
 
 /// Checks the database answers (for `/readyz`).

@@ -3,7 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::{AnyConnection, DbError, schema::reset_tokens};
+use super::{
+    AnyConnection, DbError,
+    schema::{reset_tokens, users},
+};
 
 /// A token row.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -62,15 +65,23 @@ pub fn find_live(
         .optional()?)
 }
 
-/// Marks the token used if it is still live. Exactly one of any number of concurrent
-/// callers gets `true`: the condition and the write are one statement.
+/// Marks the token used if it is still live and its account is enabled and still at the
+/// address the link was sent to. Exactly one of any number of concurrent callers gets
+/// `true`: every condition and the write are one statement.
 pub fn consume(conn: &mut AnyConnection, token_hash: &[u8]) -> Result<bool, DbError> {
     let now = super::now();
+    let account_still_matches = diesel::dsl::exists(
+        users::table
+            .filter(users::id.eq(reset_tokens::user_id))
+            .filter(users::email.eq(reset_tokens::sent_to))
+            .filter(users::disabled.eq(false)),
+    );
     let n = diesel::update(
         reset_tokens::table
             .filter(reset_tokens::token_hash.eq(token_hash))
             .filter(reset_tokens::used_at.is_null())
-            .filter(reset_tokens::expires_at.gt(now)),
+            .filter(reset_tokens::expires_at.gt(now))
+            .filter(account_still_matches),
     )
     .set(reset_tokens::used_at.eq(Some(now)))
     .execute(conn)?;

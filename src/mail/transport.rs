@@ -92,8 +92,43 @@ impl Transport {
                     .send(email)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("SMTP: {e}"))
+                    .map_err(|e| describe(&e))
             }
         }
+    }
+}
+
+/// An SMTP failure in words fit for logs and the outbox: the reply code and the server's
+/// text with every address blanked out (a rejection usually quotes the recipient).
+fn describe(e: &lettre::transport::smtp::Error) -> String {
+    let kind = if e.is_transient() {
+        "temporary failure"
+    } else if e.is_permanent() {
+        "permanent failure"
+    } else if e.is_timeout() {
+        "timeout"
+    } else {
+        "error"
+    };
+    let code = e.status().map(|c| format!(" {c}")).unwrap_or_default();
+    format!("SMTP {kind}{code}: {}", redact_addresses(&e.to_string()))
+}
+
+/// Replaces every word holding an `@` with `[address]`.
+pub fn redact_addresses(text: &str) -> String {
+    text.split(' ')
+        .map(|w| if w.contains('@') { "[address]" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_never_reach_an_error_message() {
+        let t = redact_addresses("550 5.1.1 <bob@example.com>: Recipient address rejected");
+        assert_eq!(t, "550 5.1.1 [address] Recipient address rejected");
     }
 }

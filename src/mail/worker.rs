@@ -16,12 +16,15 @@ use crate::{
 
 use super::{EmailMessage, Transport};
 
-/// How long a claimed message is reserved for this worker.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claimed batch is reserved for this worker. It must outlast the slowest
+/// delivery of a whole batch (BATCH × a few SMTP commands × the 15 s command timeout),
+/// or another instance could claim and send a row again; a crashed worker's rows are
+/// retried by others once it runs out.
+const LEASE: Duration = Duration::from_secs(15 * 60);
 /// Attempts before a message is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
-/// Messages claimed per pass.
-const BATCH: i64 = 20;
+/// Messages claimed at once.
+const BATCH: i64 = 5;
 /// How often the worker looks for work when nobody wakes it (other instances' rows,
 /// retries that came due).
 const POLL: Duration = Duration::from_secs(1);
@@ -119,8 +122,9 @@ impl Worker {
             }
             Err(error) => {
                 let attempts = row.attempts + 1;
-                let retry_at = (message.is_some() && attempts < MAX_ATTEMPTS)
-                    .then(|| db::now_plus(backoff(attempts)));
+                let retry_at = (message.is_some() && attempts < MAX_ATTEMPTS).then(|| {
+                    db::now_plus(backoff(attempts, self.services.settings.mail_retry_base))
+                });
                 tracing::warn!(outbox_id = id, attempts, error = %error, "email delivery failed");
                 db::run(&self.services.pool, move |c| {
                     outbox::mark_attempt_failed(c, id, &error, retry_at)
@@ -132,10 +136,11 @@ impl Worker {
     }
 }
 
-/// 5 s, 10 s, 20 s, … capped at one hour.
-pub fn backoff(attempts: i64) -> Duration {
+/// `base`, then twice that, four times… (5 s, 10 s, 20 s by default), capped at one hour.
+pub fn backoff(attempts: i64, base: Duration) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
-    Duration::from_secs(5u64.saturating_mul(1u64 << exp).min(3600))
+    base.saturating_mul(1u32 << exp)
+        .min(Duration::from_secs(3600))
 }
 
 #[cfg(test)]
@@ -144,9 +149,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_secs(5));
-        assert_eq!(backoff(2), Duration::from_secs(10));
-        assert_eq!(backoff(4), Duration::from_secs(40));
-        assert_eq!(backoff(30), Duration::from_secs(3600));
+        let base = Duration::from_secs(5);
+        assert_eq!(backoff(1, base), Duration::from_secs(5));
+        assert_eq!(backoff(2, base), Duration::from_secs(10));
+        assert_eq!(backoff(4, base), Duration::from_secs(40));
+        assert_eq!(backoff(30, base), Duration::from_secs(3600));
     }
 }

@@ -69,20 +69,26 @@ impl Hasher {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _admitted = self
+        let admitted = self
             .admitted
             .clone()
             .try_acquire_owned()
             .map_err(|_| HashError::Busy)?;
-        let _running = self
+        let running = self
             .running
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| HashError::Busy)?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|e| HashError::Internal(e.to_string()))
+        // The permits travel with the job: if the caller goes away, the hash still holds
+        // its slot until it finishes, so the bound is never exceeded.
+        tokio::task::spawn_blocking(move || {
+            let result = job();
+            drop((running, admitted));
+            result
+        })
+        .await
+        .map_err(|e| HashError::Internal(e.to_string()))
     }
 
     /// Checks the strength of a new password (zxcvbn costs CPU too) and hashes it.

@@ -198,7 +198,6 @@ pub async fn login_form(
         Some("password-changed") => {
             Some("Your password has been changed. Sign in with your new password.".to_owned())
         }
-        Some("signed-out") => Some("You have been signed out.".to_owned()),
         _ => None,
     };
     page(
@@ -272,5 +271,5 @@ pub async fn logout(
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
     session::sign_out(&session);
-    Ok(see_other("/login?notice=signed-out"))
+    Ok(see_other("/login"))
 }

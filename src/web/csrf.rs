@@ -2,8 +2,11 @@
 //!
 //! The browser holds a random value in an HttpOnly cookie; every form carries
 //! HMAC(key, value) in a hidden `csrf_token` field. A cross-site page can neither read the
-//! cookie nor compute the HMAC, and a cookie planted by a sibling subdomain fails the HMAC.
-//! Keeping this out of the session means anonymous page views write nothing to the database.
+//! cookie nor compute the HMAC, and SameSite=Lax keeps the cookie off cross-site POSTs.
+//! Over https the cookie is `__Host-` prefixed, so a sibling subdomain or a network attacker
+//! cannot plant one; over plain http (development) they could, which is one more reason
+//! production must use https. Keeping this out of the session means anonymous page views
+//! write nothing to the database.
 
 use actix_web::{
     Error, FromRequest, HttpMessage, HttpRequest,

@@ -15,7 +15,9 @@ use crate::smtp::{Email, MailSink};
 
 /// The public origin the app is configured with. It is deliberately not the address the
 /// server listens on, so a link built from anything but `BASE_URL` is caught.
-pub const BASE_URL: &str = "http://latchkey.test/";
+///
+/// A `.localhost` name is a loopback origin, so the dev mailbox stays allowed in tests.
+pub const BASE_URL: &str = "http://latchkey.localhost/";
 
 /// A password every strength check accepts.
 pub const GOOD_PASSWORD: &str = "plum tractor violet oasis";
@@ -100,8 +102,10 @@ pub struct TestApp {
     pub client: Client,
     pub mail: MailSink,
     pub pool: DbPool,
+    /// The variables the app was started with.
+    pub vars: HashMap<String, String>,
     server: actix_web::dev::ServerHandle,
-    _db: TestDb,
+    db: Option<TestDb>,
 }
 
 impl Drop for TestApp {
@@ -139,6 +143,10 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
     }
+    start(vars, mail, Some(test_db)).await
+}
+
+async fn start(vars: HashMap<String, String>, mail: MailSink, db: Option<TestDb>) -> TestApp {
     let settings =
         Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings are valid");
     let app = Application::build(settings).await.expect("the app starts");
@@ -151,8 +159,9 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         client: new_client(),
         mail,
         pool,
+        vars,
         server,
-        _db: test_db,
+        db,
     }
 }
 
@@ -173,6 +182,20 @@ pub fn csrf_in(html: &str) -> Option<String> {
 }
 
 impl TestApp {
+    /// A second instance on the same database and SMTP server, as behind a load balancer.
+    pub async fn sibling(&self) -> TestApp {
+        start(self.vars.clone(), self.mail.clone(), None).await
+    }
+
+    /// Drops this app's Postgres database while the app runs (to see it notice).
+    pub fn drop_database(&mut self) {
+        drop(self.db.take());
+    }
+
+    pub fn database_url(&self) -> &str {
+        &self.vars["DATABASE_URL"]
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -283,6 +306,26 @@ impl TestApp {
     /// The token of a reset link.
     pub fn token_of(link: &str) -> String {
         link.split("token=").nth(1).expect("token").to_owned()
+    }
+
+    /// Waits until the outbox row of `kind` reaches `status` (the SMTP server's "250 OK"
+    /// arrives a moment before the worker records it).
+    pub async fn outbox_row(
+        &self,
+        kind: &'static str,
+        status: &'static str,
+    ) -> db::outbox::OutboxRow {
+        for _ in 0..100 {
+            let rows = self.db(|c| db::outbox::recent(c, 50)).await;
+            if let Some(row) = rows
+                .into_iter()
+                .find(|r| r.kind == kind && r.status == status)
+            {
+                return row;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no {kind} email reached status {status}");
     }
 
     /// Runs blocking diesel work against the app's database.

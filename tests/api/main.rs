@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 mod accounts;
+mod cli;
 mod helpers;
 mod inputs;
+mod mail;
 mod recovery_api;
 mod recovery_browser;
 mod security;

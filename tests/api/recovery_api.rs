@@ -229,6 +229,11 @@ async fn api_errors_are_json_envelopes(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(not_json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let wrong_method = app.get("/auth/forgot").await;
+    assert_eq!(
+        error_code(wrong_method).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
     let nowhere = app.post_json("/auth/nothing", &json!({})).await;
     assert_eq!(
         error_code(nowhere).await,
@@ -236,7 +241,55 @@ async fn api_errors_are_json_envelopes(backend: Backend) {
     );
 }
 
+async fn a_link_dies_when_the_account_is_disabled_or_its_address_changes(backend: Backend) {
+    use diesel::prelude::*;
+    use latchkey::db::schema::users;
+    let app = spawn_app_with(backend, &[("RESET_COOLDOWN_SECS", "0")]).await;
+    app.create_account("pia@example.com", GOOD_PASSWORD).await;
+    for (n, change) in [(1, "disable"), (2, "move")] {
+        app.post_json("/auth/forgot", &json!({"email": "pia@example.com"}))
+            .await;
+        let token = TestApp::token_of(&app.reset_link_in_email(n).await);
+        app.db(move |c| {
+            let target = users::table.filter(users::email.eq("pia@example.com"));
+            match change {
+                "disable" => diesel::update(target)
+                    .set(users::disabled.eq(true))
+                    .execute(c)?,
+                _ => diesel::update(target)
+                    .set(users::email.eq("pia@new.example"))
+                    .execute(c)?,
+            };
+            Ok(())
+        })
+        .await;
+        let res = app
+            .post_json(
+                "/auth/reset",
+                &json!({"token": token, "password": OTHER_GOOD_PASSWORD}),
+            )
+            .await;
+        assert_eq!(
+            error_code(res).await,
+            (StatusCode::BAD_REQUEST, "invalid_token".into()),
+            "{change}"
+        );
+        // Put the account back for the next round.
+        app.db(|c| {
+            diesel::update(users::table)
+                .set((
+                    users::disabled.eq(false),
+                    users::email.eq("pia@example.com"),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+        .await;
+    }
+}
+
 both_backends!(
+    a_link_dies_when_the_account_is_disabled_or_its_address_changes,
     the_whole_flow_works_through_the_api,
     an_unknown_address_gets_the_identical_json,
     a_token_with_another_email_is_refused_and_stays_usable,

@@ -332,7 +332,7 @@ async fn the_dev_mailbox_shows_the_mail_when_smtp_is_not_configured(backend: Bac
     let mut link = None;
     for _ in 0..50 {
         let page = app.get("/dev/mail").await.text().await.unwrap();
-        if let Some(start) = page.find("href=\"http://latchkey.test/reset?token=") {
+        if let Some(start) = page.find(&format!("href=\"{BASE_URL}reset?token=")) {
             let rest = &page[start + 6..];
             link = Some(rest[..rest.find('"').unwrap()].to_owned());
             break;

@@ -124,9 +124,7 @@ async fn tokens_are_useless_in_a_copy_of_the_database(backend: Backend) {
         .await;
     assert!(!dump.windows(token.len()).any(|w| w == token.as_bytes()));
     // The outbox row of the sent reset email is scrubbed.
-    let rows = app.db(|c| latchkey::db::outbox::recent(c, 10)).await;
-    let reset = rows.iter().find(|r| r.kind == "reset").unwrap();
-    assert_eq!(reset.status, "sent");
+    let reset = app.outbox_row("reset", "sent").await;
     assert!(reset.payload.is_empty(), "a sent body is scrubbed");
 }
 
@@ -144,6 +142,14 @@ async fn pages_carry_the_security_headers(backend: Backend) {
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         assert_eq!(h["cache-control"], "no-store", "{path}");
     }
+    let res = app.client.post(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let json = app
         .post_json("/auth/forgot", &json!({"email": "x@example.com"}))
         .await;

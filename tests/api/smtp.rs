@@ -86,6 +86,8 @@ pub struct MailSink {
     pub port: u16,
     received: Arc<Mutex<Vec<ReceivedMail>>>,
     arrived: Arc<Notify>,
+    /// How many upcoming messages to refuse with a temporary failure (451).
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MailSink {
@@ -99,6 +101,7 @@ impl MailSink {
             port,
             received: Arc::default(),
             arrived: Arc::new(Notify::new()),
+            refuse: Arc::default(),
         };
         let accepting = sink.clone();
         tokio::spawn(async move {
@@ -154,6 +157,18 @@ impl MailSink {
                         .unwrap_or(&data);
                     raw.push_str(data);
                 }
+                let refuse = self
+                    .refuse
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                if refuse {
+                    write.write_all(b"451 4.3.0 try again later\r\n").await?;
+                    continue;
+                }
                 self.received.lock().await.push(ReceivedMail {
                     envelope_from: from.clone(),
                     envelope_to: std::mem::take(&mut to),
@@ -170,6 +185,11 @@ impl MailSink {
                 write.write_all(b"502 not implemented\r\n").await?;
             }
         }
+    }
+
+    /// Refuses the next `n` messages with a temporary failure, as a greylisting server does.
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every message so far, parsed.

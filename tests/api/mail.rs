@@ -1,0 +1,100 @@
+//! The outbox: no lost emails, no email sent twice.
+
+use std::collections::HashSet;
+
+use reqwest::StatusCode;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+async fn a_refused_delivery_is_retried_until_it_goes_through(backend: Backend) {
+    let app = spawn_app_with(backend, &[("MAIL_RETRY_BASE_SECS", "1")]).await;
+    app.create_account("liz@example.com", GOOD_PASSWORD).await;
+    app.mail.refuse_next(2);
+    assert_eq!(app.forgot("liz@example.com").await.status(), StatusCode::OK);
+    let link = app.reset_link_in_email(1).await;
+    let row = app.outbox_row("reset", "sent").await;
+    assert_eq!(row.attempts, 3, "two refusals, then the delivery");
+    let res = app.client.get(app.local(&link)).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the retried link works"
+    );
+}
+
+async fn the_request_never_waits_for_smtp(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("mo@example.com", GOOD_PASSWORD).await;
+    // With the SMTP server refusing everything, the request still answers at once.
+    app.mail.refuse_next(1000);
+    let res = app.forgot("mo@example.com").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rows = app.db(|c| latchkey::db::outbox::recent(c, 10)).await;
+    let row = rows
+        .iter()
+        .find(|r| r.kind == "reset")
+        .expect("the email is queued");
+    assert_eq!(row.status, "queued");
+    assert!(row.attempts >= 1 && row.last_error.as_deref().is_some_and(|e| e.contains("451")));
+}
+
+both_backends!(
+    a_refused_delivery_is_retried_until_it_goes_through,
+    the_request_never_waits_for_smtp
+);
+
+/// Two instances behind a load balancer share one Postgres: every request is handled once
+/// and every email is sent exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_postgres_send_each_email_exactly_once() {
+    let a = spawn_app_with(Backend::Postgres, &[("RESET_COOLDOWN_SECS", "0")]).await;
+    let b = a.sibling().await;
+    let people: Vec<String> = (0..12).map(|i| format!("person{i}@example.com")).collect();
+    for p in &people {
+        a.create_account(p, GOOD_PASSWORD).await;
+    }
+    let mut requests = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        let (url, body) = (
+            if i % 2 == 0 {
+                a.url("/auth/forgot")
+            } else {
+                b.url("/auth/forgot")
+            },
+            serde_json::json!({ "email": p }),
+        );
+        requests.push(tokio::spawn(async move {
+            new_client()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    let emails = a.mail.wait_for(12).await;
+    a.mail.assert_stays_at(12).await;
+    let recipients: HashSet<String> = emails.iter().map(|e| e.envelope_to[0].clone()).collect();
+    assert_eq!(recipients.len(), 12, "each person got exactly one email");
+}
+
+/// `/readyz` tells a load balancer when the database is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_the_database_is_gone() {
+    let mut app = spawn_app(Backend::Postgres).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    app.drop_database();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        StatusCode::OK,
+        "the process is still up"
+    );
+}
