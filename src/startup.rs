@@ -243,7 +243,8 @@ fn page_routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/dev/mail").get(dev::mailbox))
         .service(resource("/healthz").get(health::healthz))
         .service(resource("/readyz").get(health::readyz))
-        .service(resource("/static/style.css").get(health::stylesheet));
+        .service(resource("/static/style.css").get(health::stylesheet))
+        .service(resource("/openapi.json").get(health::openapi));
 }
 
 async fn api_not_found() -> Result<HttpResponse, ApiError> {

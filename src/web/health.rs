@@ -1,4 +1,5 @@
-//! Probes for load balancers and orchestrators, plus the stylesheet.
+//! Probes for load balancers and orchestrators, plus the files compiled into the binary
+//! (the stylesheet and the OpenAPI document).
 
 use actix_web::{HttpResponse, web::Data};
 
@@ -26,6 +27,14 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
                 .body("database unavailable")
         }
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 description of the JSON API.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(include_str!("../../static/openapi.json"))
 }
 
 /// `GET /static/style.css`, compiled into the binary so it runs from any directory.

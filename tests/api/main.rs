@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 mod accounts;
+mod browser;
 mod cli;
 mod helpers;
 mod inputs;
@@ -12,3 +13,4 @@ mod recovery_api;
 mod recovery_browser;
 mod security;
 mod smtp;
+mod webdriver;

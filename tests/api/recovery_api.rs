@@ -288,7 +288,30 @@ async fn a_link_dies_when_the_account_is_disabled_or_its_address_changes(backend
     }
 }
 
+async fn the_openapi_document_describes_both_endpoints(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let res = app.get("/openapi.json").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let doc: Value = res.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/auth/forgot", "/auth/reset"] {
+        let op = &doc["paths"][path]["post"];
+        for status in ["200", "400", "413", "422"] {
+            assert!(op["responses"][status].is_object(), "{path} {status}");
+        }
+    }
+    let reset = &doc["components"]["schemas"]["ResetRequest"];
+    assert_eq!(reset["required"], json!(["token", "password"]));
+}
+
 both_backends!(
+    the_openapi_document_describes_both_endpoints,
     a_link_dies_when_the_account_is_disabled_or_its_address_changes,
     the_whole_flow_works_through_the_api,
     an_unknown_address_gets_the_identical_json,
