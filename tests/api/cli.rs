@@ -112,16 +112,8 @@ async fn an_account_created_without_a_password_is_recovered_by_email(backend: Ba
     assert!(String::from_utf8_lossy(&out.stdout).contains("/forgot"));
     app.forgot("ops@example.com").await;
     let link = app.reset_link_in_email(1).await;
-    app.client.get(app.local(&link)).send().await.unwrap();
-    let res = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", GOOD_PASSWORD),
-                ("password_confirm", GOOD_PASSWORD),
-            ],
-        )
-        .await;
+    app.open_link(&link).await;
+    let res = app.set_new_password(GOOD_PASSWORD, GOOD_PASSWORD).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
 }
 

@@ -303,6 +303,24 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no reset link in: {}", email.text))
     }
 
+    /// Opens a reset link (from an email) in this app's browser.
+    pub async fn open_link(&self, link: &str) -> Response {
+        self.client
+            .get(self.local(link))
+            .send()
+            .await
+            .expect("GET link")
+    }
+
+    /// Submits the reset form of the link this browser opened.
+    pub async fn set_new_password(&self, password: &str, confirmation: &str) -> Response {
+        self.post_form(
+            "/reset",
+            &[("password", password), ("password_confirm", confirmation)],
+        )
+        .await
+    }
+
     /// The token of a reset link.
     pub fn token_of(link: &str) -> String {
         link.split("token=").nth(1).expect("token").to_owned()

@@ -15,7 +15,7 @@ async fn a_refused_delivery_is_retried_until_it_goes_through(backend: Backend) {
     let link = app.reset_link_in_email(1).await;
     let row = app.outbox_row("reset", "sent").await;
     assert_eq!(row.attempts, 3, "two refusals, then the delivery");
-    let res = app.client.get(app.local(&link)).send().await.unwrap();
+    let res = app.open_link(&link).await;
     assert_eq!(
         res.status(),
         StatusCode::SEE_OTHER,

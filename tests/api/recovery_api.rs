@@ -22,6 +22,16 @@ async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
     (status, code)
 }
 
+/// Creates an account and asks for a link through the API; returns the emailed token.
+async fn account_with_token(app: &TestApp, email: &str) -> String {
+    app.create_account(email, GOOD_PASSWORD).await;
+    let res = app
+        .post_json("/auth/forgot", &json!({ "email": email }))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    TestApp::token_of(&app.reset_link_in_email(1).await)
+}
+
 async fn the_whole_flow_works_through_the_api(backend: Backend) {
     let app = spawn_app(backend).await;
     app.create_account("kim@example.com", GOOD_PASSWORD).await;
@@ -70,10 +80,7 @@ async fn an_unknown_address_gets_the_identical_json(backend: Backend) {
 
 async fn a_token_with_another_email_is_refused_and_stays_usable(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.create_account("max@example.com", GOOD_PASSWORD).await;
-    app.post_json("/auth/forgot", &json!({"email": "max@example.com"}))
-        .await;
-    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    let token = account_with_token(&app, "max@example.com").await;
     let res = app
         .post_json(
             "/auth/reset",
@@ -95,10 +102,7 @@ async fn a_token_with_another_email_is_refused_and_stays_usable(backend: Backend
 
 async fn a_weak_password_is_422_and_the_token_stays_usable(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.create_account("ned@example.com", GOOD_PASSWORD).await;
-    app.post_json("/auth/forgot", &json!({"email": "ned@example.com"}))
-        .await;
-    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    let token = account_with_token(&app, "ned@example.com").await;
     for (password, code) in [
         ("passwordpassword", "password_too_weak"),
         ("short", "password_too_short"),
@@ -128,10 +132,7 @@ async fn a_weak_password_is_422_and_the_token_stays_usable(backend: Backend) {
 
 async fn exactly_one_of_16_concurrent_submissions_wins(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.create_account("olga@example.com", GOOD_PASSWORD).await;
-    app.post_json("/auth/forgot", &json!({"email": "olga@example.com"}))
-        .await;
-    let token = TestApp::token_of(&app.reset_link_in_email(1).await);
+    let token = account_with_token(&app, "olga@example.com").await;
     let url = app.url("/auth/reset");
     let attempts: Vec<_> = (0..16)
         .map(|i| {

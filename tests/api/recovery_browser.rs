@@ -39,7 +39,7 @@ async fn the_whole_recovery_flow_works_in_a_browser(backend: Backend) {
     );
 
     // Opening the link moves the token into the session and out of the address bar.
-    let res = app.client.get(app.local(&link)).send().await.unwrap();
+    let res = app.open_link(&link).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()["location"], "/reset");
 
@@ -54,13 +54,7 @@ async fn the_whole_recovery_flow_works_in_a_browser(backend: Backend) {
     );
 
     let res = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", OTHER_GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let location = res.headers()["location"].to_str().unwrap().to_owned();
@@ -104,19 +98,13 @@ async fn a_used_reset_link_cannot_be_used_again(backend: Backend) {
     app.create_account("bob@example.com", GOOD_PASSWORD).await;
     app.forgot("bob@example.com").await;
     let link = app.reset_link_in_email(1).await;
-    app.client.get(app.local(&link)).send().await.unwrap();
+    app.open_link(&link).await;
     let res = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", OTHER_GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
 
-    let again = app.client.get(app.local(&link)).send().await.unwrap();
+    let again = app.open_link(&link).await;
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
     let page = again.text().await.unwrap();
     assert!(page.contains("no longer works") && page.contains(r#"href="/forgot""#));
@@ -138,7 +126,7 @@ async fn an_expired_link_is_refused_when_opened(backend: Backend) {
             .contains("expires in 1 second")
     );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let res = app.client.get(app.local(&link)).send().await.unwrap();
+    let res = app.open_link(&link).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert!(res.text().await.unwrap().contains("ask for a new link"));
 }
@@ -148,17 +136,11 @@ async fn an_expired_link_is_refused_at_submit(backend: Backend) {
     app.create_account("dan@example.com", GOOD_PASSWORD).await;
     app.forgot("dan@example.com").await;
     let link = app.reset_link_in_email(1).await;
-    let opened = app.client.get(app.local(&link)).send().await.unwrap();
+    let opened = app.open_link(&link).await;
     assert_eq!(opened.status(), StatusCode::SEE_OTHER);
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let res = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", OTHER_GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let still = app
@@ -194,16 +176,10 @@ async fn a_weak_or_mismatched_password_keeps_the_link_alive(backend: Backend) {
     app.create_account("fay@example.com", GOOD_PASSWORD).await;
     app.forgot("fay@example.com").await;
     let link = app.reset_link_in_email(1).await;
-    app.client.get(app.local(&link)).send().await.unwrap();
+    app.open_link(&link).await;
 
     let weak = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", "passwordpassword"),
-                ("password_confirm", "passwordpassword"),
-            ],
-        )
+        .set_new_password("passwordpassword", "passwordpassword")
         .await;
     assert_eq!(weak.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = weak.text().await.unwrap();
@@ -216,12 +192,7 @@ async fn a_weak_or_mismatched_password_keeps_the_link_alive(backend: Backend) {
         "the message sits beside the field"
     );
 
-    let short = app
-        .post_form(
-            "/reset",
-            &[("password", "short"), ("password_confirm", "short")],
-        )
-        .await;
+    let short = app.set_new_password("short", "short").await;
     assert_eq!(short.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         short
@@ -232,13 +203,7 @@ async fn a_weak_or_mismatched_password_keeps_the_link_alive(backend: Backend) {
     );
 
     let mismatch = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, GOOD_PASSWORD)
         .await;
     assert_eq!(mismatch.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = mismatch.text().await.unwrap();
@@ -249,13 +214,7 @@ async fn a_weak_or_mismatched_password_keeps_the_link_alive(backend: Backend) {
     );
 
     let ok = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", OTHER_GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
         .await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
 }
@@ -272,15 +231,9 @@ async fn other_sessions_end_after_a_reset(backend: Backend) {
 
     app.forgot("gus@example.com").await;
     let link = app.reset_link_in_email(1).await;
-    app.client.get(app.local(&link)).send().await.unwrap();
+    app.open_link(&link).await;
     let res = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", OTHER_GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
 
@@ -308,16 +261,10 @@ async fn asking_again_does_not_kill_the_earlier_link(backend: Backend) {
     let second = app.reset_link_in_email(2).await;
     assert_ne!(first, second);
     // Mail arrives late and out of order: the first link still works.
-    let res = app.client.get(app.local(&first)).send().await.unwrap();
+    let res = app.open_link(&first).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let res = app
-        .post_form(
-            "/reset",
-            &[
-                ("password", OTHER_GOOD_PASSWORD),
-                ("password_confirm", OTHER_GOOD_PASSWORD),
-            ],
-        )
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     // Once the password changed, every other outstanding link is dead.
@@ -340,7 +287,7 @@ async fn the_dev_mailbox_shows_the_mail_when_smtp_is_not_configured(backend: Bac
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let link = link.expect("the reset email shows up in the dev mailbox");
-    let res = app.client.get(app.local(&link)).send().await.unwrap();
+    let res = app.open_link(&link).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert!(app.mail.emails().await.is_empty(), "nothing went over SMTP");
 }

@@ -105,7 +105,7 @@ async fn tokens_are_useless_in_a_copy_of_the_database(backend: Backend) {
     app.forgot("sam@example.com").await;
     let link = app.reset_link_in_email(1).await;
     let token = TestApp::token_of(&link);
-    app.client.get(app.local(&link)).send().await.unwrap();
+    app.open_link(&link).await;
     // Look through every table for the token, in any form a leak would show it.
     let dump: Vec<u8> = app
         .db(|c| {
@@ -162,7 +162,7 @@ async fn cookies_are_http_only_and_same_site_and_renewed_at_sign_in(backend: Bac
     // Open a reset link so this browser has an anonymous session first.
     app.forgot("tia@example.com").await;
     let link = app.reset_link_in_email(1).await;
-    let opened = app.client.get(app.local(&link)).send().await.unwrap();
+    let opened = app.open_link(&link).await;
     let before = session_cookie(&opened).expect("opening a link starts a session");
     let res = app
         .sign_in_with(&app.client, "tia@example.com", GOOD_PASSWORD)
