@@ -82,6 +82,8 @@ pub fn claim_due(
     let due = outbox::table
         .filter(outbox::status.eq(status::QUEUED))
         .filter(outbox::next_attempt_at.le(now))
+        // A message whose link has expired is never sent (housekeeping marks it later).
+        .filter(outbox::expires_at.is_null().or(outbox::expires_at.gt(now)))
         .filter(
             outbox::locked_until
                 .is_null()

@@ -28,6 +28,8 @@ const BATCH: i64 = 5;
 /// How often the worker looks for work when nobody wakes it (other instances' rows,
 /// retries that came due).
 const POLL: Duration = Duration::from_secs(1);
+/// How often expired mail is marked and dead sessions and tokens are dropped.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 /// The background worker of one instance.
 pub struct Worker {
@@ -58,18 +60,24 @@ impl Worker {
 
     /// Runs until the process ends.
     pub async fn run(self) {
-        let mut last_purge = std::time::Instant::now();
+        let mut last_housekeeping = std::time::Instant::now();
         loop {
             if let Err(e) = self.pass().await {
                 tracing::error!(error = %e, "outbox worker pass failed");
             }
-            if last_purge.elapsed() > Duration::from_secs(600) {
-                last_purge = std::time::Instant::now();
-                let _ = db::run(&self.services.pool, |c| {
+            // Writes that need not happen every second: an idle instance should not take
+            // the database's write lock once a second.
+            if last_housekeeping.elapsed() > HOUSEKEEPING {
+                last_housekeeping = std::time::Instant::now();
+                let result = db::run(&self.services.pool, |c| {
+                    outbox::expire_stale(c)?;
                     db::sessions::purge_expired(c)?;
                     db::reset_tokens::purge_dead(c)
                 })
                 .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "housekeeping failed");
+                }
             }
             tokio::select! {
                 _ = self.services.mail_wake.notified() => {}
@@ -78,14 +86,13 @@ impl Worker {
         }
     }
 
-    /// One pass: requests → emails, expiry, delivery.
+    /// One pass: requests → emails, then delivery.
     pub async fn pass(&self) -> Result<(), crate::services::ServiceError> {
         let services = self.services.clone();
         db::run(&self.services.pool, move |c| {
             services
                 .process_reset_requests(c)
-                .map_err(|e| db::DbError::Other(e.to_string()))?;
-            outbox::expire_stale(c)
+                .map_err(|e| db::DbError::Other(e.to_string()))
         })
         .await?;
         loop {

@@ -40,7 +40,26 @@ async fn the_request_never_waits_for_smtp(backend: Backend) {
     assert!(row.attempts >= 1 && row.last_error.as_deref().is_some_and(|e| e.contains("451")));
 }
 
+async fn an_email_whose_link_expired_before_delivery_is_never_sent(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("RESET_TOKEN_TTL_SECS", "1"), ("MAIL_RETRY_BASE_SECS", "2")],
+    )
+    .await;
+    app.create_account("kai@example.com", GOOD_PASSWORD).await;
+    app.mail.refuse_next(1);
+    app.forgot("kai@example.com").await;
+    // The first attempt is refused; the retry comes due after the link has expired.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    app.mail.assert_stays_at(0).await;
+    let rows = app.db(|c| latchkey::db::outbox::recent(c, 10)).await;
+    let row = rows.iter().find(|r| r.kind == "reset").unwrap();
+    assert_ne!(row.status, "sent");
+    assert_eq!(row.attempts, 1);
+}
+
 both_backends!(
+    an_email_whose_link_expired_before_delivery_is_never_sent,
     a_refused_delivery_is_retried_until_it_goes_through,
     the_request_never_waits_for_smtp
 );
