@@ -5,7 +5,10 @@
 //! a memory and latency bomb. At most `threads` hashes run at once and at most `queue`
 //! more wait; past that callers get [`HashError::Busy`] and the server answers 503.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use tokio::sync::Semaphore;
@@ -41,6 +44,8 @@ pub struct Hasher {
     /// A hash of a random password, verified when the account does not exist so that an
     /// unknown address costs the same as a wrong password.
     dummy_hash: Arc<str>,
+    /// argon2 verifications run so far (a tally the timing-parity tests read).
+    verifications: Arc<AtomicU64>,
 }
 
 impl Hasher {
@@ -60,6 +65,7 @@ impl Hasher {
             running: Arc::new(Semaphore::new(threads.max(1))),
             admitted: Arc::new(Semaphore::new(threads.max(1) + queue)),
             dummy_hash: dummy_hash.into(),
+            verifications: Arc::default(),
         })
     }
 
@@ -89,6 +95,11 @@ impl Hasher {
         })
         .await
         .map_err(|e| HashError::Internal(e.to_string()))
+    }
+
+    /// How many argon2 verifications this pool has run.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Checks the strength of a new password (zxcvbn costs CPU too) and hashes it.
@@ -125,20 +136,22 @@ impl Hasher {
         stored: Option<String>,
     ) -> Result<Verification, HashError> {
         let params = self.params.clone();
-        let exists = stored.is_some();
-        let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let dummy = self.dummy_hash.clone();
+        let verifications = self.verifications.clone();
         self.submit(move || {
-            let Ok(parsed) = PasswordHash::new(&stored) else {
-                return Ok(Verification {
-                    matches: false,
-                    rehashed: None,
-                });
+            // A missing account or an unreadable stored hash is checked against the dummy
+            // hash: every path runs exactly one argon2 verification, so the time taken
+            // says nothing about whether the account exists.
+            let real = stored.as_deref().and_then(|s| PasswordHash::new(s).ok());
+            let exists = real.is_some();
+            let parsed = match real {
+                Some(parsed) => parsed,
+                None => {
+                    PasswordHash::new(&dummy).map_err(|e| HashError::Internal(e.to_string()))?
+                }
             };
-            let argon = argon2_for(&params);
-            let matches = exists
-                && argon
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok();
+            let verified = verify_once(&params, password.expose(), &parsed, &verifications);
+            let matches = verified && exists;
             let rehashed = if matches && needs_rehash(&parsed, &params) {
                 Some(hash_with(&params, password.expose())?)
             } else {
@@ -148,6 +161,14 @@ impl Hasher {
         })
         .await?
     }
+}
+
+/// One argon2 verification, counted.
+fn verify_once(params: &Params, password: &str, hash: &PasswordHash, count: &AtomicU64) -> bool {
+    count.fetch_add(1, Ordering::Relaxed);
+    argon2_for(params)
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 fn argon2_for(params: &Params) -> Argon2<'static> {
@@ -211,6 +232,19 @@ mod tests {
             .await
             .unwrap();
         assert!(!bad.matches);
+    }
+
+    #[tokio::test]
+    async fn every_check_runs_exactly_one_argon2_verification() {
+        let h = Hasher::new(CHEAP, 1, 4).unwrap();
+        let hash = h.hash(new_pw("plum tractor violet")).await.unwrap();
+        let pw = || SubmittedPassword::parse("wrong guess here").unwrap();
+        for stored in [Some(hash), None, Some("not a PHC string".to_owned())] {
+            let before = h.verifications();
+            let v = h.verify(pw(), stored.clone()).await.unwrap();
+            assert!(!v.matches);
+            assert_eq!(h.verifications(), before + 1, "{stored:?}");
+        }
     }
 
     #[tokio::test]
