@@ -1,7 +1,5 @@
 //! The command line: `serve` (the default), `migrate`, `user create`, `user promote`.
 
-use std::io::Read;
-
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -81,11 +79,13 @@ async fn execute(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let services = parts.services;
             let (password, usable) = if password_stdin {
                 let mut line = String::new();
-                std::io::stdin().read_to_string(&mut line)?;
+                std::io::stdin().read_line(&mut line)?;
                 let line = line.trim_end_matches(['\r', '\n']).to_owned();
                 (line, true)
             } else {
-                (crate::crypto::random_token_string(32), false)
+                // 96 random bytes are 128 characters: the longest password allowed, so any
+                // PASSWORD_MIN_LENGTH accepts it.
+                (crate::crypto::random_token_string(96), false)
             };
             let password = NewPassword::parse(&password, None, services.policy())
                 .map_err(|p| anyhow::anyhow!("password: {p}"))?;

@@ -63,11 +63,6 @@ impl DatabaseUrl {
         }
         Ok(Self::Sqlite(PathBuf::from(path)))
     }
-
-    /// True for the Postgres backend.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres(_))
-    }
 }
 
 /// argon2id cost parameters (SPEC §8 defaults: m=19456 KiB, t=2, p=1).
@@ -106,8 +101,6 @@ pub struct Settings {
     pub mail: MailTransportConfig,
     pub mail_from: String,
     pub secret_key: Secret,
-    /// True when the key was generated for development rather than configured.
-    pub secret_key_generated: bool,
     pub reset_token_ttl: Duration,
     pub password_min_length: usize,
     pub trusted_proxies: Vec<IpNet>,
@@ -121,7 +114,8 @@ pub struct Settings {
     pub hash_queue: usize,
     /// Connections in the database pool.
     pub db_pool_size: u32,
-    /// How long a signed-in session lives without activity.
+    /// How long a signed-in session lives, counted from sign-in (an absolute timeout:
+    /// activity does not extend it, so a stolen cookie cannot be kept alive forever).
     pub session_ttl: Duration,
     /// The first retry delay of a failed email; it doubles with each attempt.
     pub mail_retry_base: Duration,
@@ -209,7 +203,7 @@ impl Settings {
             ));
         }
 
-        let (secret_key, secret_key_generated) = match var("SECRET_KEY") {
+        let secret_key = match var("SECRET_KEY") {
             Some(key) => {
                 if key.chars().count() < SECRET_KEY_MIN_LEN {
                     return Err(bad(
@@ -220,7 +214,7 @@ impl Settings {
                         ),
                     ));
                 }
-                (Secret::new(key), false)
+                Secret::new(key)
             }
             None if !loopback => {
                 return Err(bad(
@@ -229,7 +223,7 @@ impl Settings {
                      one with `openssl rand -base64 48`",
                 ));
             }
-            None => (dev_secret_key(&database_url)?, true),
+            None => dev_secret_key(&database_url)?,
         };
 
         // Any value ≥ 1 is accepted (SPEC §3); beyond a century it makes no difference.
@@ -300,7 +294,6 @@ impl Settings {
             mail,
             mail_from,
             secret_key,
-            secret_key_generated,
             reset_token_ttl,
             password_min_length,
             trusted_proxies,

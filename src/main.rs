@@ -6,6 +6,8 @@ use clap::Parser;
 use latchkey::{cli::Cli, config::Settings, telemetry};
 
 fn main() -> ExitCode {
+    // `.env` first, so a RUST_LOG set there reaches the logger.
+    let _ = dotenvy::dotenv();
     telemetry::init();
     let cli = Cli::parse();
     let settings = match Settings::from_env() {

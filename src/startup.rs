@@ -133,11 +133,23 @@ impl Application {
     }
 
     /// Serves until the server stops (Ctrl-C or SIGTERM), with the mail worker beside it.
+    /// If the mail worker ever stops (it only stops by panicking), the server stops too:
+    /// an instance that answers but sends no mail would lose every reset email silently.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let worker = tokio::spawn(self.worker.run());
-        let result = self.server.await;
-        worker.abort();
-        result
+        let mut worker = tokio::spawn(self.worker.run());
+        let handle = self.server.handle();
+        let mut server = self.server;
+        tokio::select! {
+            result = &mut server => {
+                worker.abort();
+                result
+            }
+            stopped = &mut worker => {
+                tracing::error!(outcome = ?stopped.err(), "the mail worker stopped; shutting down");
+                handle.stop(true).await;
+                Err(std::io::Error::other("the mail worker stopped"))
+            }
+        }
     }
 }
 
@@ -191,6 +203,8 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
                     .configure(api_routes)
                     .default_service(web::to(api_not_found)),
             )
+            // Probes and files need no session: a cookie must not turn them into a lookup.
+            .configure(plain_routes)
             .service(
                 web::scope("")
                     .wrap(session)
@@ -216,7 +230,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
 
 /// The pages' routes.
 fn page_routes(cfg: &mut web::ServiceConfig) {
-    use handlers::{account, auth, dev, health, recovery};
+    use handlers::{account, auth, dev, recovery};
     let resource =
         |path: &str| web::resource(path).default_service(web::to(page_method_not_allowed));
     cfg.service(resource("/").get(auth::home))
@@ -240,8 +254,15 @@ fn page_routes(cfg: &mut web::ServiceConfig) {
                 .get(recovery::reset_form)
                 .post(recovery::reset),
         )
-        .service(resource("/dev/mail").get(dev::mailbox))
-        .service(resource("/healthz").get(health::healthz))
+        .service(resource("/dev/mail").get(dev::mailbox));
+}
+
+/// Routes outside the session and CSRF middleware.
+fn plain_routes(cfg: &mut web::ServiceConfig) {
+    use handlers::health;
+    let resource =
+        |path: &str| web::resource(path).default_service(web::to(page_method_not_allowed));
+    cfg.service(resource("/healthz").get(health::healthz))
         .service(resource("/readyz").get(health::readyz))
         .service(resource("/static/style.css").get(health::stylesheet))
         .service(resource("/openapi.json").get(health::openapi));

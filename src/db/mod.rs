@@ -102,8 +102,14 @@ impl r2d2::ManageConnection for ConnectionManager {
             .map_err(ConnectionError::CouldntSetupConfiguration)
     }
 
-    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
-        false
+    /// A connection is dropped rather than reused when its thread panicked or diesel's
+    /// transaction manager is in a broken state (as diesel's own r2d2 manager does).
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        use diesel::connection::TransactionManager;
+        std::thread::panicking()
+            || <<AnyConnection as Connection>::TransactionManager as TransactionManager<
+                AnyConnection,
+            >>::is_broken_transaction_manager(conn)
     }
 }
 
@@ -119,11 +125,21 @@ pub fn build_pool(url: &DatabaseUrl, size: u32) -> Result<DbPool, DbError> {
     Ok(pool)
 }
 
+/// The Postgres advisory lock key held while migrating ("latchkey" in ASCII, as an integer).
+const MIGRATION_LOCK: i64 = 0x6c61_7463_686b_6579;
+
 /// Applies the embedded migrations of the connection's backend.
 pub fn run_migrations(pool: &DbPool) -> Result<(), DbError> {
     let mut conn = pool.get()?;
     let result = match &mut *conn {
-        AnyConnection::Postgresql(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|_| ()),
+        AnyConnection::Postgresql(c) => {
+            // Instances starting together on an empty database take turns: the first one
+            // migrates, the others then find nothing pending.
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+            let result = c.run_pending_migrations(PG_MIGRATIONS).map(|_| ());
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+            result
+        }
         AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
     };
     result.map_err(|e| DbError::Migration(e.to_string()))
@@ -153,8 +169,9 @@ where
 {
     match conn {
         AnyConnection::Sqlite(_) => {
-            // The closure takes the whole AnyConnection, so open the immediate transaction
-            // by hand and let diesel's transaction manager nest inside it.
+            // diesel's `immediate_transaction` exists only on the inner SqliteConnection, and
+            // the closure needs the whole AnyConnection: so open the transaction by hand.
+            // Inside it, `f` must not call `conn.transaction()` (diesel would BEGIN again).
             conn.batch_execute("BEGIN IMMEDIATE")?;
             // A panic must not leave the pooled connection inside an open transaction
             // (every later write would then fail as "locked").
@@ -176,11 +193,6 @@ where
         }
         AnyConnection::Postgresql(_) => conn.transaction(f),
     }
-}
-
-/// True for the Postgres backend; for the few statements that differ.
-pub fn is_postgres(conn: &AnyConnection) -> bool {
-    matches!(conn, AnyConnection::Postgresql(_))
 }
 
 /// The current time as both backends store it: naive UTC, truncated to microseconds

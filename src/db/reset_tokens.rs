@@ -115,7 +115,8 @@ pub fn issued_since(
     Ok((times.len() as i64, times.into_iter().max()))
 }
 
-/// Drops rows that can no longer be used (expired a day ago, or used).
+/// Drops rows that expired more than a day ago (used ones too: by then they no longer
+/// count towards the daily cap).
 pub fn purge_dead(conn: &mut AnyConnection) -> Result<usize, DbError> {
     let cutoff = super::now_minus(std::time::Duration::from_secs(24 * 3600));
     Ok(

@@ -97,10 +97,10 @@ pub fn touch_login(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Grants or revokes the admin role; returns whether the account exists.
-pub fn set_admin(conn: &mut AnyConnection, email: &str, admin: bool) -> Result<bool, DbError> {
+/// Grants the admin role; returns whether the account exists.
+pub fn promote(conn: &mut AnyConnection, email: &str) -> Result<bool, DbError> {
     let n = diesel::update(users::table.filter(users::email.eq(email)))
-        .set(users::is_admin.eq(admin))
+        .set(users::is_admin.eq(true))
         .execute(conn)?;
     Ok(n == 1)
 }

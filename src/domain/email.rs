@@ -58,11 +58,6 @@ impl EmailAddress {
         &self.0
     }
 
-    /// The part before the `@`, used as a hint for the password estimator.
-    pub fn local_part(&self) -> &str {
-        self.0.split('@').next().unwrap_or_default()
-    }
-
     /// A form safe for logs: first letter of the local part and the domain
     /// (`j…@example.com`). Full addresses are never logged.
     pub fn redacted(&self) -> String {

@@ -89,12 +89,16 @@ impl Worker {
     /// One pass: requests → emails, then delivery.
     pub async fn pass(&self) -> Result<(), crate::services::ServiceError> {
         let services = self.services.clone();
-        db::run(&self.services.pool, move |c| {
+        let requests = db::run(&self.services.pool, move |c| {
             services
                 .process_reset_requests(c)
                 .map_err(|e| db::DbError::Other(e.to_string()))
         })
-        .await?;
+        .await;
+        // Mail already queued goes out even when the requests could not be read this time.
+        if let Err(e) = requests {
+            tracing::error!(error = %e, "reading reset requests failed");
+        }
         loop {
             let rows = db::run(&self.services.pool, |c| outbox::claim_due(c, BATCH, LEASE)).await?;
             if rows.is_empty() {

@@ -166,9 +166,6 @@ impl Services {
 
     /// Grants the admin role (CLI); returns whether the account exists.
     pub async fn promote(&self, email: EmailAddress) -> Result<bool, ServiceError> {
-        Ok(db::run(&self.pool, move |c| {
-            users::set_admin(c, email.as_str(), true)
-        })
-        .await?)
+        Ok(db::run(&self.pool, move |c| users::promote(c, email.as_str())).await?)
     }
 }

@@ -66,8 +66,14 @@ impl Services {
     ) -> Result<usize, ServiceError> {
         let mut queued = 0;
         for request in reset_requests::oldest(conn, REQUEST_BATCH)? {
-            if self.process_one(conn, &request)? {
-                queued += 1;
+            // One request that cannot be handled (its transaction rolls back, the row stays
+            // for the next pass) must not hold up the others.
+            match self.process_one(conn, &request) {
+                Ok(true) => queued += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(request_id = request.id, error = %e, "reset request failed")
+                }
             }
         }
         Ok(queued)

@@ -134,8 +134,3 @@ impl FromRequest for Csrf {
         std::future::ready(result)
     }
 }
-
-/// A token for generating one in tests or tools.
-pub fn new_cookie_value() -> String {
-    random_token_string(32)
-}

@@ -88,6 +88,9 @@ pub struct MailSink {
     arrived: Arc<Notify>,
     /// How many upcoming messages to refuse with a temporary failure (451).
     refuse: Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, a received message is kept but not acknowledged (a slow server).
+    held: Arc<std::sync::atomic::AtomicBool>,
+    released: Arc<Notify>,
 }
 
 impl MailSink {
@@ -102,6 +105,8 @@ impl MailSink {
             received: Arc::default(),
             arrived: Arc::new(Notify::new()),
             refuse: Arc::default(),
+            held: Arc::default(),
+            released: Arc::new(Notify::new()),
         };
         let accepting = sink.clone();
         tokio::spawn(async move {
@@ -166,7 +171,9 @@ impl MailSink {
                     )
                     .is_ok();
                 if refuse {
-                    write.write_all(b"451 4.3.0 try again later\r\n").await?;
+                    // Real servers quote the recipient, which must not reach logs.
+                    let reply = format!("451 4.3.0 <{}>: try again later\r\n", to.join(","));
+                    write.write_all(reply.as_bytes()).await?;
                     continue;
                 }
                 self.received.lock().await.push(ReceivedMail {
@@ -175,6 +182,13 @@ impl MailSink {
                     raw,
                 });
                 self.arrived.notify_waiters();
+                while self.held.load(std::sync::atomic::Ordering::SeqCst) {
+                    let released = self.released.notified();
+                    if !self.held.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    released.await;
+                }
                 write.write_all(b"250 OK queued\r\n").await?;
             } else if upper == "QUIT" {
                 write.write_all(b"221 bye\r\n").await?;
@@ -190,6 +204,18 @@ impl MailSink {
     /// Refuses the next `n` messages with a temporary failure, as a greylisting server does.
     pub fn refuse_next(&self, n: usize) {
         self.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps received messages unacknowledged until [`MailSink::release`]: the sender sees
+    /// a server that never finishes.
+    pub fn hold(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Acknowledges held messages and stops holding.
+    pub fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.released.notify_waiters();
     }
 
     /// Every message so far, parsed.
