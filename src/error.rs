@@ -6,7 +6,11 @@ use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use askama::Template;
 use serde::Serialize;
 
-use crate::{db::DbError, services::ServiceError};
+use crate::{
+    db::DbError,
+    domain::{PasswordProblem, email::EmailError},
+    services::ServiceError,
+};
 
 /// Seconds a client should wait when the hashing pool is saturated.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 2;
@@ -142,6 +146,39 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl ApiError {
+    /// A reset token that is unknown, used, expired, or not for the given address.
+    pub fn invalid_token() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_token",
+            "This reset link is invalid, has expired or has already been used. Ask for a new one.",
+        )
+    }
+}
+
+impl From<EmailError> for ApiError {
+    fn from(e: EmailError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<PasswordProblem> for ApiError {
+    fn from(problem: PasswordProblem) -> Self {
+        let code = match problem {
+            PasswordProblem::TooShort { .. } => "password_too_short",
+            PasswordProblem::TooLong => "password_too_long",
+            PasswordProblem::Mismatch => "password_mismatch",
+            PasswordProblem::Weak { .. } => "password_too_weak",
+        };
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, problem.to_string())
     }
 }
 

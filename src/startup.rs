@@ -136,7 +136,10 @@ impl Application {
     /// If the mail worker ever stops (it only stops by panicking), the server stops too:
     /// an instance that answers but sends no mail would lose every reset email silently.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let mut worker = tokio::spawn(self.worker.run());
+        let mut worker = tokio::spawn(tracing::Instrument::instrument(
+            self.worker.run(),
+            tracing::info_span!("mail_worker"),
+        ));
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {

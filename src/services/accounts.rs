@@ -8,6 +8,33 @@ use crate::{
 
 use super::{ClientInfo, ServiceError, Services};
 
+/// An account as handlers and the CLI see it: never the password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub email: String,
+    pub is_admin: bool,
+}
+
+impl From<UserRow> for Account {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            email: row.email,
+            is_admin: row.is_admin,
+        }
+    }
+}
+
+/// A signed-in session as its owner sees it (never its key).
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub public_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: chrono::NaiveDateTime,
+}
+
 /// Why a sign-up was refused.
 #[derive(Debug)]
 pub enum SignUpProblem {
@@ -29,7 +56,7 @@ impl Services {
         email: EmailAddress,
         password: NewPassword,
         admin: bool,
-    ) -> Result<Result<UserRow, SignUpProblem>, ServiceError> {
+    ) -> Result<Result<Account, SignUpProblem>, ServiceError> {
         let hash = match self
             .hasher
             .check_and_hash(password, email.as_str().to_owned())
@@ -43,7 +70,7 @@ impl Services {
         })
         .await;
         match result {
-            Ok(user) => Ok(Ok(user)),
+            Ok(user) => Ok(Ok(user.into())),
             Err(e) if e.is_unique_violation() => Ok(Err(SignUpProblem::EmailTaken)),
             Err(e) => Err(e.into()),
         }
@@ -55,7 +82,7 @@ impl Services {
         &self,
         email: Option<EmailAddress>,
         password: Option<SubmittedPassword>,
-    ) -> Result<Option<UserRow>, ServiceError> {
+    ) -> Result<Option<Account>, ServiceError> {
         let user = match &email {
             Some(email) => {
                 let email = email.as_str().to_owned();
@@ -80,13 +107,13 @@ impl Services {
             users::touch_login(c, id)
         })
         .await?;
-        Ok(Some(user))
+        Ok(Some(user.into()))
     }
 
     /// The account behind a session, if it still exists and may sign in.
-    pub async fn active_user(&self, id: i64) -> Result<Option<UserRow>, ServiceError> {
+    pub async fn active_user(&self, id: i64) -> Result<Option<Account>, ServiceError> {
         let user = db::run(&self.pool, move |c| users::find(c, id)).await?;
-        Ok(user.filter(|u| !u.disabled))
+        Ok(user.filter(|u| !u.disabled).map(Account::from))
     }
 
     /// Changes the password of a signed-in user, after checking the current one. Ends every
@@ -94,13 +121,18 @@ impl Services {
     /// all in one transaction.
     pub async fn change_password(
         &self,
-        user: &UserRow,
+        account: &Account,
         current: Option<SubmittedPassword>,
         new: NewPassword,
         keep_session: Option<String>,
         client: &ClientInfo,
     ) -> Result<Result<(), ChangeProblem>, ServiceError> {
         let Some(current) = current else {
+            return Ok(Err(ChangeProblem::WrongCurrentPassword));
+        };
+        // Checked against the hash as it is now, not as it was when the page loaded.
+        let id = account.id;
+        let Some(user) = db::run(&self.pool, move |c| users::find(c, id)).await? else {
             return Ok(Err(ChangeProblem::WrongCurrentPassword));
         };
         let verified = self
@@ -145,11 +177,17 @@ impl Services {
     }
 
     /// A user's live signed-in sessions.
-    pub async fn sessions_of(
-        &self,
-        user_id: i64,
-    ) -> Result<Vec<sessions::SessionRow>, ServiceError> {
-        Ok(db::run(&self.pool, move |c| sessions::for_user(c, user_id)).await?)
+    pub async fn sessions_of(&self, user_id: i64) -> Result<Vec<SessionInfo>, ServiceError> {
+        let rows = db::run(&self.pool, move |c| sessions::for_user(c, user_id)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|s| SessionInfo {
+                public_id: s.public_id,
+                client_ip: s.client_ip,
+                user_agent: s.user_agent,
+                created_at: s.created_at,
+            })
+            .collect())
     }
 
     /// Ends every session of a user but the one named (or all, with `None`).

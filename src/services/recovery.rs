@@ -19,10 +19,30 @@ use crate::{
 
 use super::{ClientInfo, ServiceError, Services};
 
-/// The keyed hash of a live token: what a browser session holds between opening the link
-/// and submitting the form (the token itself leaves the address bar).
+/// The keyed hash of a token: what a browser session holds between opening the link and
+/// submitting the form (the token itself leaves the address bar). Only the services make
+/// one from a token, so nothing else needs the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenHash(pub Vec<u8>);
+pub struct TokenHash(Vec<u8>);
+
+impl TokenHash {
+    /// Hex, for keeping in the session.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Back from [`TokenHash::to_hex`]; `None` for anything that is not 32 bytes of hex.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+            .map(Self)
+    }
+}
 
 /// What a reset attempt came to.
 #[derive(Debug)]
@@ -157,12 +177,17 @@ impl Services {
         Ok(self.keys.seal(&json))
     }
 
+    /// The keyed hash a token is stored under.
+    pub fn token_hash(&self, token: &ResetToken) -> TokenHash {
+        TokenHash(self.keys.token_hash(token.expose()))
+    }
+
     /// Checks a token from a link; its hash if it is live. Never consumes it.
     pub async fn open_reset_link(
         &self,
         token: &ResetToken,
     ) -> Result<Option<TokenHash>, ServiceError> {
-        let hash = TokenHash(self.keys.token_hash(token.expose()));
+        let hash = self.token_hash(token);
         Ok(self.reset_target(&hash).await?.map(|_| hash))
     }
 
@@ -246,4 +271,17 @@ fn live_token(
 
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenHash;
+
+    #[test]
+    fn token_hashes_round_trip_through_hex_and_junk_is_refused() {
+        let h = TokenHash((0u8..32).collect());
+        assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(TokenHash::from_hex("zz"), None);
+        assert_eq!(TokenHash::from_hex(&"0".repeat(62)), None);
+    }
 }

@@ -10,10 +10,10 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::{
-    db::users::UserRow,
     domain::{NewPassword, SubmittedPassword},
     error::PageError,
     mail::message::browser_name,
+    services::accounts::Account,
     services::accounts::ChangeProblem,
 };
 
@@ -75,7 +75,7 @@ async fn account_page(
     state: &AppState,
     session: &Session,
     csrf: &Csrf,
-    user: &UserRow,
+    user: &Account,
     status: StatusCode,
     feedback: Feedback,
 ) -> Result<HttpResponse, PageError> {

@@ -9,9 +9,9 @@ use actix_web::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{EmailAddress, NewPassword, PasswordProblem, ResetToken},
+    domain::{EmailAddress, NewPassword, ResetToken},
     error::ApiError,
-    services::recovery::{ResetOutcome, TokenHash},
+    services::recovery::ResetOutcome,
 };
 
 use super::{AppState, client::Client, recovery::sent_message};
@@ -62,24 +62,6 @@ struct OkResponse {
     ok: bool,
 }
 
-fn invalid_token() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_token",
-        "This reset link is invalid, has expired or has already been used. Ask for a new one.",
-    )
-}
-
-fn password_error(problem: &PasswordProblem) -> ApiError {
-    let code = match problem {
-        PasswordProblem::TooShort { .. } => "password_too_short",
-        PasswordProblem::TooLong => "password_too_long",
-        PasswordProblem::Mismatch => "password_mismatch",
-        PasswordProblem::Weak { .. } => "password_too_weak",
-    };
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, problem.to_string())
-}
-
 /// `POST /auth/reset`: 200 on success; 400 for a dead token or an email that does not
 /// match it; 422 when the password is refused (the token stays usable).
 pub async fn reset(
@@ -87,20 +69,21 @@ pub async fn reset(
     Client(client): Client,
     body: Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = ResetToken::parse(&body.token).ok_or_else(invalid_token)?;
+    let token = ResetToken::parse(&body.token).ok_or_else(ApiError::invalid_token)?;
+    // An address that is not even valid cannot be the one the link was sent to.
     let email = match body.email.as_deref() {
-        Some(raw) => Some(EmailAddress::parse(raw).map_err(|_| invalid_token())?),
+        Some(raw) => Some(EmailAddress::parse(raw).map_err(|_| ApiError::invalid_token())?),
         None => None,
     };
     let services = &state.services;
-    let hash = TokenHash(services.keys.token_hash(token.expose()));
+    let hash = services.token_hash(&token);
     let password = NewPassword::parse(&body.password, None, services.policy());
     match services
         .reset_password(&hash, password, email.as_ref(), &client)
         .await?
     {
         ResetOutcome::Done => Ok(HttpResponse::Ok().json(OkResponse { ok: true })),
-        ResetOutcome::DeadLink => Err(invalid_token()),
-        ResetOutcome::Refused(problem) => Err(password_error(&problem)),
+        ResetOutcome::DeadLink => Err(ApiError::invalid_token()),
+        ResetOutcome::Refused(problem) => Err(problem.into()),
     }
 }

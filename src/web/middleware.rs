@@ -1,5 +1,7 @@
-//! Response headers every page gets (SPEC §9) and a request log that never records a
-//! query string, cookie or body (a reset link's token travels in the query string).
+//! Response headers every page gets (SPEC §9), and the request log: a span per request
+//! with a random request id (every log line of handlers and services carries it, and the
+//! response returns it as `X-Request-Id`), never a query string, cookie or body (a reset
+//! link's token travels in the query string).
 
 use std::time::Instant;
 
@@ -11,6 +13,8 @@ use actix_web::{
     middleware::Next,
     web::Data,
 };
+
+use tracing::Instrument;
 
 use super::AppState;
 
@@ -28,7 +32,9 @@ pub async fn security_headers(
         .is_some_and(|s| s.services.settings.is_https());
     let method = req.method().clone();
     let path: String = req.path().chars().take(200).collect();
-    let mut res = next.call(req).await?;
+    let request_id = crate::crypto::random_token_string(9);
+    let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);
+    let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status();
     let headers = res.headers_mut();
     let content_type = headers
@@ -66,12 +72,15 @@ pub async fn security_headers(
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         );
     }
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status = status.as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
     Ok(res)
 }

@@ -5,8 +5,8 @@ use actix_session::Session;
 
 use crate::{
     crypto::random_token_string,
-    db::users::UserRow,
     error::PageError,
+    services::accounts::Account,
     services::{ClientInfo, recovery::TokenHash},
 };
 
@@ -14,7 +14,7 @@ use super::{AppState, render::Layout, session_store::keys};
 
 /// Signs a user in: a new session id (against fixation), then the user's id, a public
 /// id for the session list, and where the sign-in came from.
-pub fn sign_in(session: &Session, user: &UserRow, client: &ClientInfo) -> Result<(), PageError> {
+pub fn sign_in(session: &Session, user: &Account, client: &ClientInfo) -> Result<(), PageError> {
     session.renew();
     session.remove(keys::RESET);
     let insert = |k: &str, v: serde_json::Value| {
@@ -44,7 +44,7 @@ pub fn public_id(session: &Session) -> Option<String> {
 pub async fn current_user(
     state: &AppState,
     session: &Session,
-) -> Result<Option<UserRow>, PageError> {
+) -> Result<Option<Account>, PageError> {
     let Some(id) = session.get::<i64>(keys::USER_ID).ok().flatten() else {
         return Ok(None);
     };
@@ -56,7 +56,7 @@ pub async fn current_user(
 }
 
 /// The layout fields for a page.
-pub fn layout(csrf_token: &str, user: Option<&UserRow>) -> Layout {
+pub fn layout(csrf_token: &str, user: Option<&Account>) -> Layout {
     Layout {
         csrf_token: csrf_token.to_owned(),
         signed_in: user.is_some(),
@@ -68,33 +68,19 @@ pub fn layout(csrf_token: &str, user: Option<&UserRow>) -> Layout {
 /// address bar.
 pub fn remember_reset(session: &Session, hash: &TokenHash) -> Result<(), PageError> {
     session
-        .insert(keys::RESET, hex(&hash.0))
+        .insert(keys::RESET, hash.to_hex())
         .map_err(|e| PageError::Internal(format!("session: {e}")))
 }
 
 /// The reset link this browser opened, if any.
 pub fn reset_hash(session: &Session) -> Option<TokenHash> {
-    let hex_str = session.get::<String>(keys::RESET).ok().flatten()?;
-    unhex(&hex_str).map(TokenHash)
+    let hex = session.get::<String>(keys::RESET).ok().flatten()?;
+    TokenHash::from_hex(&hex)
 }
 
 /// Forgets the reset link.
 pub fn forget_reset(session: &Session) {
     session.remove(keys::RESET);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Accepts a `next` target only if it is a path on this site: it starts with one `/`,
@@ -125,11 +111,5 @@ mod tests {
         ] {
             assert_eq!(safe_next(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(unhex(&hex(&[0, 255, 16])), Some(vec![0, 255, 16]));
-        assert_eq!(unhex("zz"), None);
     }
 }
