@@ -2,6 +2,8 @@
 //! `templates/email/<name>.{txt,html}`.
 
 use askama::Template;
+
+use crate::crypto::Keys;
 use serde::{Deserialize, Serialize};
 
 /// A rendered message, as sealed into the outbox.
@@ -12,11 +14,35 @@ pub struct EmailMessage {
     pub html: String,
 }
 
+impl EmailMessage {
+    /// The message as stored in the outbox: JSON, sealed under the outbox key, because a
+    /// queued reset email holds a live link.
+    pub fn seal(&self, keys: &Keys) -> Vec<u8> {
+        // Serialising a struct of strings cannot fail.
+        keys.seal(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Back from [`EmailMessage::seal`]; `None` if sealed under another key or corrupted.
+    pub fn open(keys: &Keys, sealed: &[u8]) -> Option<Self> {
+        serde_json::from_slice(&keys.open(sealed)?).ok()
+    }
+}
+
 /// Where and how a request came in, in coarse words for the reader of an email.
 #[derive(Debug, Clone)]
 pub struct RequestOrigin {
     pub ip: String,
     pub browser: String,
+}
+
+impl RequestOrigin {
+    /// From a client address and a User-Agent header.
+    pub fn new(ip: &str, user_agent: &str) -> Self {
+        Self {
+            ip: ip.to_owned(),
+            browser: browser_name(user_agent),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -186,6 +212,20 @@ mod tests {
         let ff = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
         assert_eq!(browser_name(ff), "Firefox on Linux");
         assert_eq!(browser_name(""), "an unknown browser");
+    }
+
+    #[test]
+    fn a_sealed_message_opens_only_with_its_key() {
+        let a = Keys::derive(&"a".repeat(64));
+        let b = Keys::derive(&"b".repeat(64));
+        let m = EmailMessage {
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+        };
+        let sealed = m.seal(&a);
+        assert_eq!(EmailMessage::open(&a, &sealed), Some(m));
+        assert_eq!(EmailMessage::open(&b, &sealed), None);
     }
 
     #[test]

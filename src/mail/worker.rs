@@ -111,11 +111,7 @@ impl Worker {
     }
 
     async fn deliver(&self, row: outbox::OutboxRow) -> Result<(), crate::services::ServiceError> {
-        let message: Option<EmailMessage> = self
-            .services
-            .keys
-            .open(&row.payload)
-            .and_then(|json| serde_json::from_slice(&json).ok());
+        let message = EmailMessage::open(&self.services.keys, &row.payload);
         let result = match &message {
             Some(message) => {
                 self.transport

@@ -3,7 +3,7 @@
 use crate::{
     db::{self, outbox, reset_tokens, sessions, users, users::UserRow},
     domain::{EmailAddress, NewPassword, PasswordProblem, SubmittedPassword},
-    mail::message::{RequestOrigin, browser_name, password_changed_email},
+    mail::message::{RequestOrigin, password_changed_email},
 };
 
 use super::{ClientInfo, ServiceError, Services};
@@ -166,14 +166,9 @@ impl Services {
         &self,
         client: &ClientInfo,
     ) -> Result<Vec<u8>, ServiceError> {
-        let origin = RequestOrigin {
-            ip: client.ip.clone(),
-            browser: browser_name(&client.user_agent),
-        };
+        let origin = RequestOrigin::new(&client.ip, &client.user_agent);
         let message = password_changed_email(db::now(), &origin, &self.url("forgot"))?;
-        let json =
-            serde_json::to_vec(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(self.keys.seal(&json))
+        Ok(message.seal(&self.keys))
     }
 
     /// A user's live signed-in sessions.

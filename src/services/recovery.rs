@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::{
     db::{self, outbox, reset_requests, reset_tokens, sessions, users},
     domain::{EmailAddress, NewPassword, PasswordProblem, ResetToken},
-    mail::message::{RequestOrigin, browser_name, reset_email},
+    mail::message::{RequestOrigin, reset_email},
 };
 
 use super::{ClientInfo, ServiceError, Services};
@@ -162,19 +162,14 @@ impl Services {
             .join("reset")
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         link.query_pairs_mut().append_pair("token", token.expose());
-        let origin = RequestOrigin {
-            ip: request.client_ip.clone(),
-            browser: browser_name(&request.user_agent),
-        };
+        let origin = RequestOrigin::new(&request.client_ip, &request.user_agent);
         let message = reset_email(
             link.as_str(),
             self.settings.reset_token_ttl,
             &origin,
             &self.url("forgot"),
         )?;
-        let json =
-            serde_json::to_vec(&message).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(self.keys.seal(&json))
+        Ok(message.seal(&self.keys))
     }
 
     /// The keyed hash a token is stored under.

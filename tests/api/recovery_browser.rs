@@ -307,7 +307,31 @@ async fn the_dev_mailbox_does_not_exist_with_smtp(backend: Backend) {
     assert_eq!(app.get("/dev/mail").await.status(), StatusCode::NOT_FOUND);
 }
 
+async fn the_daily_cap_silently_stops_further_emails(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("RESET_COOLDOWN_SECS", "0"), ("RESET_DAILY_CAP", "2")],
+    )
+    .await;
+    app.create_account("cap@example.com", GOOD_PASSWORD).await;
+    let mut pages = Vec::new();
+    for n in 1..=3 {
+        let res = app.forgot("cap@example.com").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        pages.push(res.text().await.unwrap());
+        if n <= 2 {
+            app.mail.wait_for(n).await;
+        }
+    }
+    assert!(
+        pages.windows(2).all(|w| w[0] == w[1]),
+        "the same page, capped or not"
+    );
+    app.mail.assert_stays_at(2).await;
+}
+
 both_backends!(
+    the_daily_cap_silently_stops_further_emails,
     the_whole_recovery_flow_works_in_a_browser,
     a_used_reset_link_cannot_be_used_again,
     an_expired_link_is_refused_when_opened,
