@@ -84,14 +84,56 @@ pub fn forget_reset(session: &Session) {
 }
 
 /// Accepts a `next` target only if it is a path on this site: it starts with one `/`,
-/// and has no backslash or control character (browsers read `/\evil` as `//evil`).
+/// and has no backslash, control character or space (browsers read `/\\evil` as `//evil`
+/// and drop tabs and newlines). The same holds after percent-decoding, once or several
+/// times, so no layer that decodes it (a proxy, a framework, the browser) can turn it
+/// into another origin: `/%2F/evil` and `/%252F/evil` are refused too. (A decoded `%20`
+/// may be a space: harmless inside a path.)
 pub fn safe_next(next: &str) -> Option<String> {
-    let ok = next.starts_with('/')
-        && !next.starts_with("//")
-        && next.len() <= 512
-        && !next.contains('\\')
-        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
-    ok.then(|| next.to_owned())
+    if next.len() > 512 || next.chars().any(char::is_whitespace) {
+        return None;
+    }
+    let mut layer = next.to_owned();
+    for _ in 0..4 {
+        if !is_local_path(&layer) {
+            return None;
+        }
+        let decoded = percent_decode(&layer);
+        if decoded == layer {
+            return Some(next.to_owned());
+        }
+        layer = decoded;
+    }
+    // Still changing after four decodings: nobody legitimate nests that deep.
+    None
+}
+
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && !p.contains('\\')
+        && !p.chars().any(char::is_control)
+}
+
+/// One round of `%XX` decoding; other bytes pass through.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -101,6 +143,10 @@ mod tests {
     #[test]
     fn next_accepts_only_local_paths() {
         assert_eq!(safe_next("/account").as_deref(), Some("/account"));
+        assert_eq!(
+            safe_next("/account?tab=a%20b").as_deref(),
+            Some("/account?tab=a%20b")
+        );
         for bad in [
             "//evil.com",
             "https://evil.com",
@@ -108,6 +154,14 @@ mod tests {
             "evil",
             "/\t/evil",
             "",
+            "/%2F/evil.com",
+            "/%2f%2fevil.com",
+            "%2F%2Fevil.com",
+            "/%5Cevil.com",
+            "/%252F/evil.com",
+            "/%25252F/evil.com",
+            "/%09/evil.com",
+            "/%0d%0aSet-Cookie:x",
         ] {
             assert_eq!(safe_next(bad), None, "{bad}");
         }

@@ -89,6 +89,13 @@ async fn sign_in_honours_only_local_next_paths(backend: Backend) {
         ("//evil.test", "/account"),
         ("https://evil.test", "/account"),
         ("/\\evil.test", "/account"),
+        ("/%2F/evil.test", "/account"),
+        ("/%2f%2fevil.test", "/account"),
+        ("%2F%2Fevil.test", "/account"),
+        ("/%5Cevil.test", "/account"),
+        ("/%252F/evil.test", "/account"),
+        ("/%09/evil.test", "/account"),
+        ("https:%2F%2Fevil.test", "/account"),
     ] {
         let browser = new_client();
         let res = app
@@ -104,6 +111,13 @@ async fn sign_in_honours_only_local_next_paths(backend: Backend) {
             .await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         assert_eq!(res.headers()["location"], expected, "{next}");
+        // Already signed in, GET /login?next=… redirects at once: the same rule holds.
+        let query: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let res = app
+            .get_with(&browser, &format!("/login?next={query}"))
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers()["location"], expected, "GET {next}");
     }
 }
 
