@@ -83,6 +83,32 @@ impl Default for HashParams {
     }
 }
 
+/// A per-client limit: at most `max` requests per `window` (SPEC §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// The SPEC §9 default for every group: 20 requests per 10 minutes.
+    pub const DEFAULT: RateLimit = RateLimit {
+        max: 20,
+        window: Duration::from_secs(600),
+    };
+}
+
+/// The per-client limits, one per group of endpoints; `None` turns a group's limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `POST /forgot` and `POST /auth/forgot`, counted together.
+    pub forgot: Option<RateLimit>,
+    /// `POST /login`.
+    pub login: Option<RateLimit>,
+    /// `POST /reset` and `POST /auth/reset`, counted together.
+    pub reset: Option<RateLimit>,
+}
+
 /// Where outgoing mail goes.
 #[derive(Clone, Debug)]
 pub enum MailTransportConfig {
@@ -101,6 +127,9 @@ pub struct Settings {
     pub mail: MailTransportConfig,
     pub mail_from: String,
     pub secret_key: Secret,
+    /// The key being rotated out: still accepted for everything signed or hashed before the
+    /// rotation (sessions, CSRF tokens, reset links, queued mail), never used for new values.
+    pub secret_key_previous: Option<Secret>,
     pub reset_token_ttl: Duration,
     pub password_min_length: usize,
     pub trusted_proxies: Vec<IpNet>,
@@ -119,6 +148,7 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// The first retry delay of a failed email; it doubles with each attempt.
     pub mail_retry_base: Duration,
+    pub rate_limits: RateLimits,
 }
 
 /// A configuration error: the variable, what is wrong, and how to fix it.
@@ -226,6 +256,24 @@ impl Settings {
             None => dev_secret_key(&database_url)?,
         };
 
+        let secret_key_previous = match var("SECRET_KEY_PREVIOUS") {
+            Some(key) if key.chars().count() < SECRET_KEY_MIN_LEN => {
+                return Err(bad(
+                    "SECRET_KEY_PREVIOUS",
+                    format!(
+                        "must be the old SECRET_KEY (at least {SECRET_KEY_MIN_LEN} characters)"
+                    ),
+                ));
+            }
+            Some(key) if key == secret_key.expose() => {
+                return Err(bad(
+                    "SECRET_KEY_PREVIOUS",
+                    "is the same as SECRET_KEY; set it to the key being replaced",
+                ));
+            }
+            other => other.map(Secret::new),
+        };
+
         // Any value ≥ 1 is accepted (SPEC §3); beyond a century it makes no difference.
         let reset_token_ttl =
             Duration::from_secs(positive(&var, "RESET_TOKEN_TTL_SECS", 3600)?.min(CENTURY_SECS));
@@ -286,6 +334,11 @@ impl Settings {
         );
         let mail_retry_base =
             Duration::from_secs(positive(&var, "MAIL_RETRY_BASE_SECS", 5)?.min(3600));
+        let rate_limits = RateLimits {
+            forgot: rate_limit(&var, "RATE_LIMIT_FORGOT")?,
+            login: rate_limit(&var, "RATE_LIMIT_LOGIN")?,
+            reset: rate_limit(&var, "RATE_LIMIT_RESET")?,
+        };
 
         Ok(Self {
             database_url,
@@ -294,6 +347,7 @@ impl Settings {
             mail,
             mail_from,
             secret_key,
+            secret_key_previous,
             reset_token_ttl,
             password_min_length,
             trusted_proxies,
@@ -305,6 +359,7 @@ impl Settings {
             db_pool_size,
             session_ttl,
             mail_retry_base,
+            rate_limits,
         })
     }
 
@@ -349,6 +404,37 @@ fn is_local_origin(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// Reads a limit written `MAX/SECONDS` (`20/600`: 20 requests per 10 minutes), or `off`.
+fn rate_limit(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let Some(raw) = var(name) else {
+        return Ok(Some(RateLimit::DEFAULT));
+    };
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let parsed = raw.split_once('/').and_then(|(max, secs)| {
+        let max = max.trim().parse::<u32>().ok().filter(|m| *m >= 1)?;
+        let secs = secs.trim().parse::<u64>().ok().filter(|s| *s >= 1)?;
+        Some(RateLimit {
+            max,
+            // A week is the longest window: counters live two windows.
+            window: Duration::from_secs(secs.min(7 * 86_400)),
+        })
+    });
+    parsed.map(Some).ok_or_else(|| {
+        bad(
+            name,
+            format!(
+                "'{raw}' is not MAX/SECONDS (e.g. 20/600 for 20 requests per 10 minutes) or 'off'"
+            ),
+        )
+    })
 }
 
 fn positive(
@@ -454,6 +540,28 @@ mod tests {
         assert_eq!(s.reset_cooldown, Duration::from_secs(60));
         assert!(s.dev_mailbox());
         assert_eq!(s.database_url, DatabaseUrl::Sqlite("latchkey.db".into()));
+        let twenty_per_ten_minutes = Some(RateLimit {
+            max: 20,
+            window: Duration::from_secs(600),
+        });
+        assert_eq!(s.rate_limits.forgot, twenty_per_ten_minutes);
+        assert_eq!(s.rate_limits.login, twenty_per_ten_minutes);
+        assert_eq!(s.rate_limits.reset, twenty_per_ten_minutes);
+        assert!(s.secret_key_previous.is_none());
+    }
+
+    #[test]
+    fn rate_limits_read_max_per_seconds_or_off() {
+        let s = settings(&[("RATE_LIMIT_LOGIN", "5/60"), ("RATE_LIMIT_RESET", "off")]).unwrap();
+        assert_eq!(
+            s.rate_limits.login,
+            Some(RateLimit {
+                max: 5,
+                window: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(s.rate_limits.reset, None);
+        assert_eq!(s.rate_limits.forgot, Some(RateLimit::DEFAULT));
     }
 
     #[test]
@@ -495,6 +603,15 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("SECRET_KEY", "short"),
             ("LISTEN_ADDR", "localhost"),
+            ("RATE_LIMIT_FORGOT", "20"),
+            ("RATE_LIMIT_FORGOT", "0/600"),
+            ("RATE_LIMIT_LOGIN", "20/0"),
+            ("RATE_LIMIT_RESET", "lots/minute"),
+            ("SECRET_KEY_PREVIOUS", "short"),
+            (
+                "SECRET_KEY_PREVIOUS",
+                "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+            ),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

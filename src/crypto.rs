@@ -38,9 +38,9 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// The keys of one running instance.
+/// The keys derived from one secret.
 #[derive(Clone)]
-pub struct Keys {
+struct KeySet {
     token: [u8; 32],
     session: [u8; 32],
     csrf: [u8; 32],
@@ -48,15 +48,8 @@ pub struct Keys {
     cookie: actix_web::cookie::Key,
 }
 
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Keys([redacted])")
-    }
-}
-
-impl Keys {
-    /// Derives every key from the operator's secret.
-    pub fn derive(secret: &str) -> Self {
+impl KeySet {
+    fn derive(secret: &str) -> Self {
         let s = secret.as_bytes();
         let mut cookie_master = [0u8; 64];
         cookie_master[..32].copy_from_slice(&hmac(s, &[b"latchkey cookie 1"]));
@@ -70,38 +63,102 @@ impl Keys {
         }
     }
 
-    /// The keyed hash under which a reset token is stored: a database leak gives an
-    /// attacker nothing to put in a link.
-    pub fn token_hash(&self, token: &str) -> Vec<u8> {
-        hmac(&self.token, &[token.as_bytes()]).to_vec()
+    fn csrf_token(&self, cookie_value: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac(&self.csrf, &[cookie_value.as_bytes()]))
     }
 
-    /// The keyed hash under which a session id is stored.
+    fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < 24 {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(24);
+        let cipher = XChaCha20Poly1305::new((&self.outbox).into());
+        cipher.decrypt(XNonce::from_slice(nonce), ciphertext).ok()
+    }
+}
+
+/// The keys of one running instance: those of `SECRET_KEY`, which make every new value,
+/// and those of `SECRET_KEY_PREVIOUS` while a rotation is under way, which are only ever
+/// used to recognise values made before it (sessions, CSRF tokens, reset links, mail).
+#[derive(Clone)]
+pub struct Keys {
+    current: KeySet,
+    previous: Option<KeySet>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys([redacted])")
+    }
+}
+
+impl Keys {
+    /// Derives every key from the operator's secret (and the one being rotated out).
+    pub fn derive(secret: &str, previous: Option<&str>) -> Self {
+        Self {
+            current: KeySet::derive(secret),
+            previous: previous.map(KeySet::derive),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &KeySet> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
+    }
+
+    /// The keyed hash under which a new reset token is stored: a database leak gives an
+    /// attacker nothing to put in a link.
+    pub fn token_hash(&self, token: &str) -> Vec<u8> {
+        hmac(&self.current.token, &[token.as_bytes()]).to_vec()
+    }
+
+    /// Every hash a token may be stored under: the current key's first.
+    pub fn token_hashes(&self, token: &str) -> Vec<Vec<u8>> {
+        self.all()
+            .map(|k| hmac(&k.token, &[token.as_bytes()]).to_vec())
+            .collect()
+    }
+
+    /// The keyed hash under which a new session id is stored.
     pub fn session_hash(&self, session_key: &str) -> Vec<u8> {
-        hmac(&self.session, &[session_key.as_bytes()]).to_vec()
+        hmac(&self.current.session, &[session_key.as_bytes()]).to_vec()
+    }
+
+    /// Every hash a session id may be stored under: the current key's first.
+    pub fn session_hashes(&self, session_key: &str) -> Vec<Vec<u8>> {
+        self.all()
+            .map(|k| hmac(&k.session, &[session_key.as_bytes()]).to_vec())
+            .collect()
     }
 
     /// The CSRF form value that goes with a CSRF cookie value.
     pub fn csrf_token(&self, cookie_value: &str) -> String {
-        URL_SAFE_NO_PAD.encode(hmac(&self.csrf, &[cookie_value.as_bytes()]))
+        self.current.csrf_token(cookie_value)
     }
 
-    /// Checks a submitted CSRF form value in constant time.
+    /// Checks a submitted CSRF form value in constant time (against each key in turn: a
+    /// form loaded before a rotation still submits).
     pub fn csrf_matches(&self, cookie_value: &str, submitted: &str) -> bool {
         use subtle::ConstantTimeEq;
-        let expected = self.csrf_token(cookie_value);
-        expected.as_bytes().ct_eq(submitted.as_bytes()).into()
+        self.all().any(|k| {
+            let expected = k.csrf_token(cookie_value);
+            expected.as_bytes().ct_eq(submitted.as_bytes()).into()
+        })
     }
 
     /// The key that encrypts session cookies.
     pub fn cookie_key(&self) -> actix_web::cookie::Key {
-        self.cookie.clone()
+        self.current.cookie.clone()
+    }
+
+    /// The previous cookie key, while a rotation is under way.
+    pub fn previous_cookie_key(&self) -> Option<actix_web::cookie::Key> {
+        self.previous.as_ref().map(|k| k.cookie.clone())
     }
 
     /// Encrypts an outbox body: queued mail holds live links, which must not be readable
     /// from a copy of the database. Output is nonce ‖ ciphertext.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        let cipher = XChaCha20Poly1305::new((&self.outbox).into());
+        let cipher = XChaCha20Poly1305::new((&self.current.outbox).into());
         let nonce_bytes = random_bytes::<24>();
         let nonce = XNonce::from_slice(&nonce_bytes);
         // Encryption of an in-memory buffer only fails on absurd lengths.
@@ -113,15 +170,10 @@ impl Keys {
         out
     }
 
-    /// Decrypts what [`Keys::seal`] produced; `None` if it was tampered with or sealed
-    /// under another key.
+    /// Decrypts what [`Keys::seal`] produced, under the current or the previous key;
+    /// `None` if it was tampered with or sealed under another key.
     pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < 24 {
-            return None;
-        }
-        let (nonce, ciphertext) = sealed.split_at(24);
-        let cipher = XChaCha20Poly1305::new((&self.outbox).into());
-        cipher.decrypt(XNonce::from_slice(nonce), ciphertext).ok()
+        self.all().find_map(|k| k.open(sealed))
     }
 }
 
@@ -131,8 +183,8 @@ mod tests {
 
     #[test]
     fn derived_keys_differ_by_purpose_and_secret() {
-        let a = Keys::derive(&"a".repeat(64));
-        let b = Keys::derive(&"b".repeat(64));
+        let a = Keys::derive(&"a".repeat(64), None);
+        let b = Keys::derive(&"b".repeat(64), None);
         assert_ne!(a.token_hash("t"), a.session_hash("t"));
         assert_ne!(a.token_hash("t"), b.token_hash("t"));
         assert_eq!(a.token_hash("t"), a.token_hash("t"));
@@ -140,7 +192,7 @@ mod tests {
 
     #[test]
     fn csrf_tokens_only_match_their_cookie() {
-        let k = Keys::derive(&"a".repeat(64));
+        let k = Keys::derive(&"a".repeat(64), None);
         let t = k.csrf_token("cookie-1");
         assert!(k.csrf_matches("cookie-1", &t));
         assert!(!k.csrf_matches("cookie-2", &t));
@@ -149,12 +201,29 @@ mod tests {
 
     #[test]
     fn sealed_bodies_open_only_with_the_same_key() {
-        let a = Keys::derive(&"a".repeat(64));
-        let b = Keys::derive(&"b".repeat(64));
+        let a = Keys::derive(&"a".repeat(64), None);
+        let b = Keys::derive(&"b".repeat(64), None);
         let sealed = a.seal(b"hello");
         assert_eq!(a.open(&sealed).as_deref(), Some(&b"hello"[..]));
         assert!(b.open(&sealed).is_none());
         assert!(!sealed.windows(5).any(|w| w == b"hello"));
+    }
+
+    #[test]
+    fn the_previous_key_still_recognises_what_it_made_but_makes_nothing_new() {
+        let (old_secret, new_secret) = ("o".repeat(64), "n".repeat(64));
+        let old = Keys::derive(&old_secret, None);
+        let rotated = Keys::derive(&new_secret, Some(&old_secret));
+        let sealed = old.seal(b"queued mail");
+        assert_eq!(rotated.open(&sealed).as_deref(), Some(&b"queued mail"[..]));
+        assert!(rotated.csrf_matches("cookie", &old.csrf_token("cookie")));
+        assert!(rotated.token_hashes("t").contains(&old.token_hash("t")));
+        assert!(rotated.session_hashes("s").contains(&old.session_hash("s")));
+        assert_ne!(rotated.token_hash("t"), old.token_hash("t"));
+        assert_ne!(rotated.csrf_token("cookie"), old.csrf_token("cookie"));
+        let after = Keys::derive(&new_secret, None);
+        assert!(after.open(&sealed).is_none());
+        assert!(!after.csrf_matches("cookie", &old.csrf_token("cookie")));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum PageError {
     PayloadTooLarge,
     #[error("busy")]
     Busy,
+    /// Over a rate limit; may retry after this long.
+    #[error("too many requests")]
+    Throttled(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -38,6 +41,7 @@ impl From<ServiceError> for PageError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Busy => Self::Busy,
+            ServiceError::Throttled { retry_after } => Self::Throttled(retry_after),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -70,6 +74,7 @@ impl ResponseError for PageError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,8 +84,13 @@ impl ResponseError for PageError {
         if let (Self::Internal(cause), Some(id)) = (self, &id) {
             tracing::error!(error_id = %id, cause = %cause, "internal error");
         }
+        let throttled;
         let (title, message) = match self {
             Self::BadRequest(m) => ("Bad request", m.as_str()),
+            Self::Throttled(wait) => {
+                throttled = throttled_message(*wait);
+                ("Too many attempts", throttled.as_str())
+            }
             Self::Csrf => (
                 "Form expired",
                 "This form could not be verified. Go back, reload the page and try again.",
@@ -112,11 +122,25 @@ impl ResponseError for PageError {
         .unwrap_or_else(|_| message.to_owned());
         let mut res = HttpResponse::build(self.status_code());
         res.content_type("text/html; charset=utf-8");
-        if matches!(self, Self::Busy) {
-            res.insert_header(("Retry-After", BUSY_RETRY_AFTER_SECS.to_string()));
+        match self {
+            Self::Busy => {
+                res.insert_header(("Retry-After", BUSY_RETRY_AFTER_SECS.to_string()));
+            }
+            Self::Throttled(wait) => {
+                res.insert_header(("Retry-After", wait.as_secs().max(1).to_string()));
+            }
+            _ => {}
         }
         res.body(body)
     }
+}
+
+/// The sentence shown to a throttled client, with the wait in words.
+fn throttled_message(wait: std::time::Duration) -> String {
+    format!(
+        "There have been too many attempts from your network. Please wait {} and try again.",
+        crate::mail::message::lifetime_in_words(wait)
+    )
 }
 
 /// An error answered with the JSON envelope.
@@ -126,6 +150,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for the `Retry-After` header (503 and 429).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +171,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -185,11 +212,22 @@ impl From<PasswordProblem> for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Busy => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "The server is busy right now. Please try again in a few seconds.",
-            ),
+            ServiceError::Busy => Self {
+                retry_after: Some(BUSY_RETRY_AFTER_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "The server is busy right now. Please try again in a few seconds.",
+                )
+            },
+            ServiceError::Throttled { retry_after } => Self {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    throttled_message(retry_after),
+                )
+            },
             other => {
                 let id = error_id();
                 tracing::error!(error_id = %id, cause = %other, "internal error");
@@ -210,8 +248,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            res.insert_header(("Retry-After", BUSY_RETRY_AFTER_SECS.to_string()));
+        if let Some(secs) = self.retry_after {
+            res.insert_header(("Retry-After", secs.to_string()));
         }
         res.json(Envelope {
             error: Body {

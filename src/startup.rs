@@ -26,8 +26,10 @@ use crate::{
     mail::{DevMailbox, Transport, worker::Worker},
     services::{Hasher, Services},
     web::{
-        self as handlers, AppState, csrf, middleware::security_headers,
-        session_store::DbSessionStore,
+        self as handlers, AppState, csrf,
+        key_rotation::reseal_session_cookie,
+        middleware::security_headers,
+        session_store::{DbSessionStore, session_cookie_name},
     },
 };
 
@@ -53,7 +55,10 @@ pub async fn build_parts(settings: Settings) -> anyhow::Result<Parts> {
         Ok(pool)
     })
     .await??;
-    let keys = Keys::derive(settings.secret_key.expose());
+    let keys = Keys::derive(
+        settings.secret_key.expose(),
+        settings.secret_key_previous.as_ref().map(|k| k.expose()),
+    );
     let (params, threads, queue) = (
         settings.hash_params,
         settings.hash_threads,
@@ -165,14 +170,7 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         let session = SessionMiddleware::builder(store.clone(), cookie_key.clone())
-            .cookie_name(
-                if https {
-                    "__Host-latchkey_session"
-                } else {
-                    "latchkey_session"
-                }
-                .to_owned(),
-            )
+            .cookie_name(session_cookie_name(https).to_owned())
             .cookie_secure(https)
             .cookie_http_only(true)
             .cookie_same_site(SameSite::Lax)
@@ -212,6 +210,8 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
                 web::scope("")
                     .wrap(session)
                     .wrap(from_fn(csrf::ensure_cookie))
+                    // Outermost, so it rewrites the Cookie header before anything reads it.
+                    .wrap(from_fn(reseal_session_cookie))
                     .configure(page_routes)
                     .default_service(web::to(page_not_found)),
             )

@@ -4,7 +4,9 @@
 //! in this module; the rest of the code sees [`DbPool`] and the query functions of the
 //! per-table files, and never learns which database it has.
 
+pub mod events;
 pub mod outbox;
+pub mod rate_limits;
 pub mod reset_requests;
 pub mod reset_tokens;
 pub mod schema;

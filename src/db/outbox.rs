@@ -30,6 +30,8 @@ pub struct OutboxRow {
     pub created_at: NaiveDateTime,
     pub sent_at: Option<NaiveDateTime>,
     pub expires_at: Option<NaiveDateTime>,
+    /// The account the message concerns (for its audit events).
+    pub user_id: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -43,11 +45,13 @@ struct NewOutbox<'a> {
     next_attempt_at: NaiveDateTime,
     created_at: NaiveDateTime,
     expires_at: Option<NaiveDateTime>,
+    user_id: Option<i64>,
 }
 
-/// Queues a message (its payload already sealed).
+/// Queues a message about an account (its payload already sealed).
 pub fn insert(
     conn: &mut AnyConnection,
+    user_id: i64,
     kind: &str,
     recipient: &str,
     payload: &[u8],
@@ -64,6 +68,7 @@ pub fn insert(
             next_attempt_at: now,
             created_at: now,
             expires_at,
+            user_id: Some(user_id),
         })
         .execute(conn)?;
     Ok(())

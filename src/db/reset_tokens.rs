@@ -51,15 +51,14 @@ pub fn insert(
     Ok(())
 }
 
-/// The unused, unexpired token with this hash.
-pub fn find_live(
+/// The token stored under one of these hashes, used or not, expired or not (the caller
+/// says why a dead link is dead).
+pub fn find(
     conn: &mut AnyConnection,
-    token_hash: &[u8],
+    token_hashes: &[Vec<u8>],
 ) -> Result<Option<ResetTokenRow>, DbError> {
     Ok(reset_tokens::table
-        .filter(reset_tokens::token_hash.eq(token_hash))
-        .filter(reset_tokens::used_at.is_null())
-        .filter(reset_tokens::expires_at.gt(super::now()))
+        .filter(reset_tokens::token_hash.eq_any(token_hashes))
         .select(ResetTokenRow::as_select())
         .first(conn)
         .optional()?)

@@ -50,6 +50,7 @@ diesel::table! {
         created_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
         expires_at -> Nullable<Timestamp>,
+        user_id -> Nullable<BigInt>,
     }
 }
 
@@ -67,6 +68,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        kind -> Text,
+        user_id -> Nullable<BigInt>,
+        actor_id -> Nullable<BigInt>,
+        email -> Nullable<Text>,
+        detail -> Nullable<Text>,
+        client_ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    rate_limits (bucket, window_no) {
+        bucket -> Text,
+        window_no -> BigInt,
+        hits -> BigInt,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(reset_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -74,5 +98,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     reset_requests,
     reset_tokens,
     outbox,
-    sessions
+    sessions,
+    events,
+    rate_limits
 );

@@ -46,10 +46,13 @@ struct NewSession<'a> {
     expires_at: NaiveDateTime,
 }
 
-/// The live session with this key hash.
-pub fn find_live(conn: &mut AnyConnection, key_hash: &[u8]) -> Result<Option<SessionRow>, DbError> {
+/// The live session stored under one of these key hashes.
+pub fn find_live(
+    conn: &mut AnyConnection,
+    key_hashes: &[Vec<u8>],
+) -> Result<Option<SessionRow>, DbError> {
     Ok(sessions::table
-        .filter(sessions::key_hash.eq(key_hash))
+        .filter(sessions::key_hash.eq_any(key_hashes))
         .filter(sessions::expires_at.gt(super::now()))
         .select(SessionRow::as_select())
         .first(conn)
@@ -87,6 +90,14 @@ pub fn update(
         .set(data)
         .execute(conn)?;
     Ok(n == 1)
+}
+
+/// Moves a session to a new key hash (after a key rotation).
+pub fn rekey(conn: &mut AnyConnection, old: &[u8], new: &[u8]) -> Result<(), DbError> {
+    diesel::update(sessions::table.filter(sessions::key_hash.eq(old)))
+        .set(sessions::key_hash.eq(new))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Extends a session's life.

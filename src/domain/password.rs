@@ -27,6 +27,19 @@ pub enum PasswordProblem {
     Weak { reason: String },
 }
 
+impl PasswordProblem {
+    /// A fixed label for the audit trail: what kind of problem, never anything that hints
+    /// at the password itself (the strength checker's advice could).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooShort { .. } => "new password too short",
+            Self::TooLong => "new password too long",
+            Self::Mismatch => "new passwords did not match",
+            Self::Weak { .. } => "new password too weak",
+        }
+    }
+}
+
 impl fmt::Display for PasswordProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -216,8 +216,8 @@ mod tests {
 
     #[test]
     fn a_sealed_message_opens_only_with_its_key() {
-        let a = Keys::derive(&"a".repeat(64));
-        let b = Keys::derive(&"b".repeat(64));
+        let a = Keys::derive(&"a".repeat(64), None);
+        let b = Keys::derive(&"b".repeat(64), None);
         let m = EmailMessage {
             subject: "s".into(),
             text: "t".into(),

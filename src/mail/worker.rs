@@ -11,7 +11,10 @@ use lettre::message::Mailbox;
 
 use crate::{
     db::{self, outbox},
-    services::Services,
+    services::{
+        Services,
+        audit::{self, Event, EventKind},
+    },
 };
 
 use super::{EmailMessage, Transport};
@@ -72,6 +75,7 @@ impl Worker {
                 let result = db::run(&self.services.pool, |c| {
                     outbox::expire_stale(c)?;
                     db::sessions::purge_expired(c)?;
+                    db::rate_limits::purge_expired(c)?;
                     db::reset_tokens::purge_dead(c)
                 })
                 .await;
@@ -122,10 +126,22 @@ impl Worker {
             None => Err("the message cannot be decrypted with the current SECRET_KEY".to_owned()),
         };
         let id = row.id;
+        let about = |kind: EventKind| match row.user_id {
+            Some(user_id) => Event::new(kind).user(user_id, &row.recipient),
+            None => Event::new(kind),
+        };
+        let what = format!("{} email", row.kind.replace('_', " "));
         match result {
             Ok(()) => {
                 tracing::info!(outbox_id = id, kind = %row.kind, "email sent");
-                db::run(&self.services.pool, move |c| outbox::mark_sent(c, id)).await?;
+                let sent = about(EventKind::MailSent).detail(what);
+                db::run(&self.services.pool, move |c| {
+                    db::write_transaction(c, |c| {
+                        outbox::mark_sent(c, id)?;
+                        audit::record(c, &sent)
+                    })
+                })
+                .await?;
             }
             Err(error) => {
                 let attempts = row.attempts + 1;
@@ -133,8 +149,19 @@ impl Worker {
                     db::now_plus(backoff(attempts, self.services.settings.mail_retry_base))
                 });
                 tracing::warn!(outbox_id = id, attempts, error = %error, "email delivery failed");
+                // The error is already redacted (no addresses); it says what the server said.
+                let outcome = if retry_at.is_some() {
+                    "will retry"
+                } else {
+                    "gave up"
+                };
+                let failed = about(EventKind::MailFailed)
+                    .detail(format!("{what}, attempt {attempts}, {outcome}: {error}"));
                 db::run(&self.services.pool, move |c| {
-                    outbox::mark_attempt_failed(c, id, &error, retry_at)
+                    db::write_transaction(c, |c| {
+                        outbox::mark_attempt_failed(c, id, &error, retry_at)?;
+                        audit::record(c, &failed)
+                    })
                 })
                 .await?;
             }

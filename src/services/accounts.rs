@@ -6,7 +6,10 @@ use crate::{
     mail::message::{RequestOrigin, password_changed_email},
 };
 
-use super::{ClientInfo, ServiceError, Services};
+use super::{
+    ClientInfo, ServiceError, Services,
+    audit::{self, Event, EventKind},
+};
 
 /// An account as handlers and the CLI see it: never the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +80,13 @@ impl Services {
     }
 
     /// Checks credentials. Always runs exactly one argon2 verification, whether the
-    /// account exists, is disabled, or the address is malformed, so timing tells nothing.
+    /// account exists, is disabled, or the address is malformed, and writes one audit
+    /// event either way, so timing tells nothing.
     pub async fn sign_in(
         &self,
         email: Option<EmailAddress>,
         password: Option<SubmittedPassword>,
+        client: &ClientInfo,
     ) -> Result<Option<Account>, ServiceError> {
         let user = match &email {
             Some(email) => {
@@ -95,19 +100,47 @@ impl Services {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
             .await?;
-        let Some(user) = user.filter(|u| verification.matches && !u.disabled) else {
-            return Ok(None);
-        };
-        let (id, old) = (user.id, user.password_hash.clone());
-        let rehashed = verification.rehashed;
-        db::run(&self.pool, move |c| {
-            if let Some(new) = rehashed {
-                users::rehash(c, id, &old, &new)?;
+        let failed = Event::new(EventKind::SignInFailed).client(client);
+        let (event, signed_in) = match user {
+            None => (failed.detail("no account has this address"), None),
+            Some(u) if !verification.matches => {
+                (failed.user(u.id, &u.email).detail("wrong password"), None)
             }
-            users::touch_login(c, id)
+            Some(u) if u.disabled => (failed.user(u.id, &u.email).detail("account disabled"), None),
+            Some(u) => (
+                Event::new(EventKind::SignedIn)
+                    .user(u.id, &u.email)
+                    .client(client),
+                Some(u),
+            ),
+        };
+        let rehashed = verification.rehashed;
+        let update = signed_in.as_ref().map(|u| (u.id, u.password_hash.clone()));
+        db::run(&self.pool, move |c| {
+            if let Some((id, old)) = update {
+                if let Some(new) = rehashed {
+                    users::rehash(c, id, &old, &new)?;
+                }
+                users::touch_login(c, id)?;
+            }
+            audit::record(c, &event)
         })
         .await?;
-        Ok(Some(user.into()))
+        Ok(signed_in.map(Account::from))
+    }
+
+    /// Records that a user signed out.
+    pub async fn signed_out(
+        &self,
+        account: &Account,
+        client: &ClientInfo,
+    ) -> Result<(), ServiceError> {
+        self.record(
+            Event::new(EventKind::SignedOut)
+                .user(account.id, &account.email)
+                .client(client),
+        )
+        .await
     }
 
     /// The account behind a session, if it still exists and may sign in.
@@ -148,12 +181,16 @@ impl Services {
         };
         let sealed = self.password_changed_mail(client)?;
         let (id, email) = (user.id, user.email.clone());
+        let changed = Event::new(EventKind::PasswordChanged)
+            .user(id, &email)
+            .client(client);
         db::run(&self.pool, move |c| {
             db::write_transaction(c, |c| {
                 users::set_password(c, id, &hash)?;
                 reset_tokens::revoke_for_user(c, id)?;
                 sessions::delete_for_user_except(c, id, keep_session.as_deref())?;
-                outbox::insert(c, "password_changed", &email, &sealed, None)
+                outbox::insert(c, id, "password_changed", &email, &sealed, None)?;
+                audit::record(c, &changed)
             })
         })
         .await?;
@@ -185,14 +222,25 @@ impl Services {
             .collect())
     }
 
-    /// Ends every session of a user but the one named (or all, with `None`).
+    /// Ends every session of a user but the one named (or all, with `None`), and records
+    /// it.
     pub async fn end_sessions(
         &self,
-        user_id: i64,
+        account: &Account,
         keep: Option<String>,
+        client: &ClientInfo,
     ) -> Result<usize, ServiceError> {
+        let ended = Event::new(EventKind::SessionsEnded)
+            .user(account.id, &account.email)
+            .client(client);
+        let user_id = account.id;
         Ok(db::run(&self.pool, move |c| {
-            sessions::delete_for_user_except(c, user_id, keep.as_deref())
+            db::write_transaction(c, |c| {
+                let n = sessions::delete_for_user_except(c, user_id, keep.as_deref())?;
+                let which = if keep.is_some() { "other " } else { "" };
+                audit::record(c, &ended.detail(format!("{n} {which}session(s) ended")))?;
+                Ok(n)
+            })
         })
         .await?)
     }

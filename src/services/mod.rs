@@ -1,7 +1,9 @@
-//! Use cases: accounts, recovery, passwords. No HTTP types in here; handlers call these
-//! and turn their results into pages or JSON.
+//! Use cases: accounts, recovery, passwords, the audit trail and rate limits. No HTTP
+//! types in here; handlers call these and turn their results into pages or JSON.
 
 pub mod accounts;
+pub mod audit;
+pub mod limits;
 pub mod passwords;
 pub mod recovery;
 
@@ -26,6 +28,9 @@ pub enum ServiceError {
     /// The password hashing pool is saturated; the caller should retry shortly.
     #[error("password hashing is saturated")]
     Busy,
+    /// The client is over a rate limit; it may try again after `retry_after`.
+    #[error("too many requests")]
+    Throttled { retry_after: std::time::Duration },
     #[error("internal error: {0}")]
     Internal(String),
 }

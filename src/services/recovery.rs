@@ -12,23 +12,31 @@
 use std::time::Duration;
 
 use crate::{
-    db::{self, outbox, reset_requests, reset_tokens, sessions, users},
+    db::{self, outbox, reset_requests, reset_tokens, sessions, users, users::UserRow},
     domain::{EmailAddress, NewPassword, PasswordProblem, ResetToken},
     mail::message::{RequestOrigin, reset_email},
 };
 
-use super::{ClientInfo, ServiceError, Services};
+use super::{
+    ClientInfo, ServiceError, Services,
+    audit::{self, Event, EventKind},
+};
 
-/// The keyed hash of a token: what a browser session holds between opening the link and
+/// The keyed hashes a token may be stored under (the current key's first, then the one
+/// being rotated out): what a browser session holds between opening the link and
 /// submitting the form (the token itself leaves the address bar). Only the services make
 /// one from a token, so nothing else needs the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenHash(Vec<u8>);
+pub struct TokenHash(Vec<Vec<u8>>);
 
 impl TokenHash {
-    /// Hex, for keeping in the session.
+    /// Hex of the stored hash, for keeping in the session (the link was opened, so the
+    /// hash it is stored under is known).
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        self.0
+            .first()
+            .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default()
     }
 
     /// Back from [`TokenHash::to_hex`]; `None` for anything that is not 32 bytes of hex.
@@ -40,7 +48,7 @@ impl TokenHash {
             .step_by(2)
             .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
             .collect::<Option<Vec<u8>>>()
-            .map(Self)
+            .map(|h| Self(vec![h]))
     }
 }
 
@@ -105,6 +113,14 @@ impl Services {
         request: &reset_requests::ResetRequestRow,
     ) -> Result<bool, ServiceError> {
         let settings = &self.settings;
+        let client = ClientInfo {
+            ip: request.client_ip.clone(),
+            user_agent: request.user_agent.clone(),
+        };
+        // The request's own time and origin: the worker may handle it a moment later.
+        let requested = Event::new(EventKind::ResetRequested)
+            .client(&client)
+            .at(request.created_at);
         db::write_transaction(conn, |c| {
             // Taking the row is the claim: another instance that got here first wins.
             if !reset_requests::take(c, request.id)? {
@@ -112,13 +128,19 @@ impl Services {
             }
             let Some(user) = users::find_by_email_locked(c, &request.email)? else {
                 tracing::info!("reset requested for an unknown address; nothing sent");
+                audit::record(
+                    c,
+                    &requested.detail("no account has this address; nothing sent"),
+                )?;
                 return Ok(false);
             };
+            let requested = requested.user(user.id, &user.email);
             if user.disabled {
                 tracing::info!(
                     user_id = user.id,
                     "reset requested for a disabled account; nothing sent"
                 );
+                audit::record(c, &requested.detail("account disabled; nothing sent"))?;
                 return Ok(false);
             }
             let (today, newest) =
@@ -130,6 +152,18 @@ impl Services {
                     cooling,
                     "reset throttled for this address; nothing sent"
                 );
+                let limit = if cooling {
+                    "a reset email was sent to this address moments ago"
+                } else {
+                    "this address had its daily number of reset emails"
+                };
+                audit::record(c, &requested.clone().detail("throttled; nothing sent"))?;
+                let throttled = Event::new(EventKind::Throttled)
+                    .user(user.id, &user.email)
+                    .client(&client)
+                    .at(request.created_at)
+                    .detail(limit);
+                audit::record(c, &throttled)?;
                 return Ok(false);
             }
             let token = ResetToken::generate();
@@ -144,7 +178,8 @@ impl Services {
             let sealed = self
                 .reset_mail(&token, request)
                 .map_err(|e| db::DbError::Other(e.to_string()))?;
-            outbox::insert(c, "reset", &user.email, &sealed, Some(expires_at))?;
+            outbox::insert(c, user.id, "reset", &user.email, &sealed, Some(expires_at))?;
+            audit::record(c, &requested.detail("reset email queued"))?;
             tracing::info!(user_id = user.id, "reset email queued");
             Ok(true)
         })
@@ -172,31 +207,51 @@ impl Services {
         Ok(message.seal(&self.keys))
     }
 
-    /// The keyed hash a token is stored under.
+    /// The hashes a token from a link or the API may be stored under.
     pub fn token_hash(&self, token: &ResetToken) -> TokenHash {
-        TokenHash(self.keys.token_hash(token.expose()))
+        TokenHash(self.keys.token_hashes(token.expose()))
     }
 
-    /// Checks a token from a link; its hash if it is live. Never consumes it.
+    /// Checks a token from a link; the hash it is stored under if it is live. Never
+    /// consumes it. Records the opening, and why the link was dead if it was.
     pub async fn open_reset_link(
         &self,
         token: &ResetToken,
+        client: &ClientInfo,
     ) -> Result<Option<TokenHash>, ServiceError> {
-        let hash = self.token_hash(token);
-        Ok(self.reset_target(&hash).await?.map(|_| hash))
+        let hashes = self.token_hash(token).0;
+        let client = client.clone();
+        Ok(db::run(&self.pool, move |c| {
+            let opened = Event::new(EventKind::ResetLinkOpened).client(&client);
+            match link_state(c, &hashes)? {
+                LinkState::Live { token, user } => {
+                    audit::record(c, &opened.user(user.id, &user.email))?;
+                    Ok(Some(TokenHash(vec![token.token_hash])))
+                }
+                LinkState::Dead { user, why } => {
+                    audit::record(c, &with_user(opened, user.as_ref()).detail(why))?;
+                    Ok(None)
+                }
+            }
+        })
+        .await?)
     }
 
     /// The address of the account a live token resets (for the form's hidden username).
     pub async fn reset_target(&self, hash: &TokenHash) -> Result<Option<String>, ServiceError> {
-        let hash = hash.0.clone();
-        Ok(db::run(&self.pool, move |c| live_token(c, &hash))
-            .await?
-            .map(|(_, user)| user.email))
+        let hashes = hash.0.clone();
+        Ok(
+            match db::run(&self.pool, move |c| link_state(c, &hashes)).await? {
+                LinkState::Live { user, .. } => Some(user.email),
+                LinkState::Dead { .. } => None,
+            },
+        )
     }
 
     /// Sets a new password with a token: checks the link is live, validates the password
     /// (policy and strength) while the link stays alive, hashes it, then consumes the token
     /// and changes the password in one transaction. Of concurrent attempts exactly one wins.
+    /// Every outcome is recorded in the audit trail.
     pub async fn reset_password(
         &self,
         hash: &TokenHash,
@@ -204,64 +259,118 @@ impl Services {
         expected_email: Option<&EmailAddress>,
         client: &ClientInfo,
     ) -> Result<ResetOutcome, ServiceError> {
-        let token_hash = hash.0.clone();
-        let Some((token, user)) = db::run(&self.pool, move |c| live_token(c, &token_hash)).await?
-        else {
-            return Ok(ResetOutcome::DeadLink);
+        let hashes = hash.0.clone();
+        let refused = Event::new(EventKind::ResetRefused).client(client);
+        let (token, user) = match db::run(&self.pool, move |c| link_state(c, &hashes)).await? {
+            LinkState::Live { token, user } => (token, user),
+            LinkState::Dead { user, why } => {
+                self.record(with_user(refused, user.as_ref()).detail(why))
+                    .await?;
+                return Ok(ResetOutcome::DeadLink);
+            }
         };
+        let refused = refused.user(user.id, &user.email);
         if expected_email.is_some_and(|e| e.as_str() != user.email) {
+            self.record(refused.detail("the email given is not the link's address"))
+                .await?;
             return Ok(ResetOutcome::DeadLink);
         }
-        let password = match password {
-            Ok(p) => p,
-            Err(problem) => return Ok(ResetOutcome::Refused(problem)),
+        let checked = match password {
+            Ok(password) => {
+                self.hasher
+                    .check_and_hash(password, user.email.clone())
+                    .await?
+            }
+            Err(problem) => Err(problem),
         };
-        let new_hash = match self
-            .hasher
-            .check_and_hash(password, user.email.clone())
-            .await?
-        {
+        let new_hash = match checked {
             Ok(h) => h,
-            Err(problem) => return Ok(ResetOutcome::Refused(problem)),
+            Err(problem) => {
+                self.record(refused.detail(problem.label())).await?;
+                return Ok(ResetOutcome::Refused(problem));
+            }
         };
         let sealed = self.password_changed_mail(client)?;
-        let token_hash = hash.0.clone();
+        let done = Event::new(EventKind::ResetDone)
+            .user(user.id, &user.email)
+            .client(client);
         let won = db::run(&self.pool, move |c| {
-            db::write_transaction(c, |c| {
+            let won = db::write_transaction(c, |c| {
                 // The consume comes first: it is the write that decides the race.
-                if !reset_tokens::consume(c, &token_hash)? {
+                if !reset_tokens::consume(c, &token.token_hash)? {
                     return Ok(false);
                 }
-                users::set_password(c, token.user_id, &new_hash)?;
-                reset_tokens::revoke_for_user(c, token.user_id)?;
-                sessions::delete_for_user_except(c, token.user_id, None)?;
-                outbox::insert(c, "password_changed", &user.email, &sealed, None)?;
+                users::set_password(c, user.id, &new_hash)?;
+                reset_tokens::revoke_for_user(c, user.id)?;
+                sessions::delete_for_user_except(c, user.id, None)?;
+                outbox::insert(c, user.id, "password_changed", &user.email, &sealed, None)?;
+                audit::record(c, &done)?;
                 Ok(true)
-            })
+            })?;
+            if !won {
+                audit::record(c, &refused.detail("link used by another request meanwhile"))?;
+            }
+            Ok(won)
         })
         .await?;
         if !won {
             return Ok(ResetOutcome::DeadLink);
         }
         self.mail_wake.notify_one();
-        tracing::info!(user_id = token.user_id, "password reset completed");
+        tracing::info!("password reset completed");
         Ok(ResetOutcome::Done)
     }
 }
 
-/// A live token and its account: unused, unexpired, the account enabled and still at the
-/// address the link was sent to.
-fn live_token(
-    conn: &mut db::AnyConnection,
-    hash: &[u8],
-) -> Result<Option<(reset_tokens::ResetTokenRow, users::UserRow)>, db::DbError> {
-    let Some(token) = reset_tokens::find_live(conn, hash)? else {
-        return Ok(None);
+/// Where a link stands.
+enum LinkState {
+    /// Unused, unexpired, its account enabled and still at the address it was sent to.
+    Live {
+        token: reset_tokens::ResetTokenRow,
+        user: UserRow,
+    },
+    /// Anything else, with the account when known and why, for the audit trail.
+    Dead {
+        user: Option<UserRow>,
+        why: &'static str,
+    },
+}
+
+fn link_state(conn: &mut db::AnyConnection, hashes: &[Vec<u8>]) -> Result<LinkState, db::DbError> {
+    let Some(token) = reset_tokens::find(conn, hashes)? else {
+        return Ok(LinkState::Dead {
+            user: None,
+            why: "unknown link",
+        });
     };
-    let user = users::find(conn, token.user_id)?;
-    Ok(user
-        .filter(|u| !u.disabled && u.email == token.sent_to)
-        .map(|u| (token, u)))
+    let Some(user) = users::find(conn, token.user_id)? else {
+        return Ok(LinkState::Dead {
+            user: None,
+            why: "account deleted",
+        });
+    };
+    let why = if token.used_at.is_some() {
+        "link already used, or ended by a password change"
+    } else if token.expires_at <= db::now() {
+        "link expired"
+    } else if user.disabled {
+        "account disabled"
+    } else if user.email != token.sent_to {
+        "the account's address changed since the link was sent"
+    } else {
+        return Ok(LinkState::Live { token, user });
+    };
+    Ok(LinkState::Dead {
+        user: Some(user),
+        why,
+    })
+}
+
+fn with_user(event: Event, user: Option<&UserRow>) -> Event {
+    match user {
+        Some(u) => event.user(u.id, &u.email),
+        None => event,
+    }
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -274,7 +383,7 @@ mod tests {
 
     #[test]
     fn token_hashes_round_trip_through_hex_and_junk_is_refused() {
-        let h = TokenHash((0u8..32).collect());
+        let h = TokenHash(vec![(0u8..32).collect()]);
         assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
         assert_eq!(TokenHash::from_hex("zz"), None);
         assert_eq!(TokenHash::from_hex(&"0".repeat(62)), None);

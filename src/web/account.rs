@@ -225,6 +225,7 @@ pub async fn end_other_sessions(
     state: Data<AppState>,
     session: Session,
     csrf: Csrf,
+    Client(client): Client,
     form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
@@ -237,7 +238,7 @@ pub async fn end_other_sessions(
             "This session has no id; sign in again.".into(),
         ));
     }
-    let ended = state.services.end_sessions(user.id, keep).await?;
+    let ended = state.services.end_sessions(&user, keep, &client).await?;
     tracing::info!(user_id = user.id, ended, "other sessions ended");
     Ok(see_other("/account?notice=sessions-ended"))
 }

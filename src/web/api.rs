@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     domain::{EmailAddress, NewPassword, ResetToken},
     error::ApiError,
-    services::recovery::ResetOutcome,
+    services::{limits::LimitGroup, recovery::ResetOutcome},
 };
 
 use super::{AppState, client::Client, recovery::sent_message};
@@ -34,6 +34,7 @@ pub async fn forgot(
     Client(client): Client,
     body: Json<ForgotRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state.services.throttle(LimitGroup::Forgot, &client).await?;
     let email = EmailAddress::parse(&body.email).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,6 +70,7 @@ pub async fn reset(
     Client(client): Client,
     body: Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state.services.throttle(LimitGroup::Reset, &client).await?;
     let token = ResetToken::parse(&body.token).ok_or_else(ApiError::invalid_token)?;
     // An address that is not even valid cannot be the one the link was sent to.
     let email = match body.email.as_deref() {

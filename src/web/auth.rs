@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::{
     domain::{EmailAddress, NewPassword, PasswordProblem, SubmittedPassword},
     error::PageError,
-    services::accounts::SignUpProblem,
+    services::{accounts::SignUpProblem, limits::LimitGroup},
 };
 
 use super::{
@@ -234,10 +234,11 @@ pub async fn login(
     form: Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
+    state.services.throttle(LimitGroup::Login, &client).await?;
     let email = EmailAddress::parse(&form.email).ok();
     let password = SubmittedPassword::parse(&form.password);
     let next = safe_next(&form.next);
-    match state.services.sign_in(email, password).await? {
+    match state.services.sign_in(email, password, &client).await? {
         Some(user) => {
             tracing::info!(user_id = user.id, "signed in");
             session::sign_in(&session, &user, &client)?;
@@ -265,11 +266,16 @@ pub struct CsrfOnlyForm {
 
 /// `POST /logout`
 pub async fn logout(
+    state: Data<AppState>,
     session: Session,
     csrf: Csrf,
+    Client(client): Client,
     form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
+    if let Some(user) = current_user(&state, &session).await? {
+        state.services.signed_out(&user, &client).await?;
+    }
     session::sign_out(&session);
     Ok(see_other("/login"))
 }

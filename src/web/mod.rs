@@ -8,6 +8,7 @@ pub mod client;
 pub mod csrf;
 pub mod dev;
 pub mod health;
+pub mod key_rotation;
 pub mod middleware;
 pub mod recovery;
 pub mod render;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::{
     domain::{EmailAddress, NewPassword, ResetToken},
     error::PageError,
-    services::recovery::ResetOutcome,
+    services::{limits::LimitGroup, recovery::ResetOutcome},
 };
 
 use super::{
@@ -81,6 +81,7 @@ pub async fn forgot(
     form: Form<ForgotForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
+    state.services.throttle(LimitGroup::Forgot, &client).await?;
     let l = layout(csrf.token(), None);
     match EmailAddress::parse(&form.email) {
         Err(e) => page(
@@ -144,13 +145,14 @@ pub async fn reset_form(
     state: Data<AppState>,
     session: Session,
     csrf: Csrf,
+    Client(client): Client,
     query: Query<ResetQuery>,
 ) -> Result<HttpResponse, PageError> {
     if let Some(raw) = &query.token {
         let Some(token) = ResetToken::parse(raw) else {
             return dead_link(&csrf);
         };
-        return match state.services.open_reset_link(&token).await? {
+        return match state.services.open_reset_link(&token, &client).await? {
             Some(hash) => {
                 session::remember_reset(&session, &hash)?;
                 Ok(see_other("/reset"))
@@ -199,6 +201,7 @@ pub async fn reset(
     form: Form<ResetForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
+    state.services.throttle(LimitGroup::Reset, &client).await?;
     let Some(hash) = session::reset_hash(&session) else {
         return dead_link(&csrf);
     };

@@ -84,7 +84,7 @@ pub fn forget_reset(session: &Session) {
 }
 
 /// Accepts a `next` target only if it is a path on this site: it starts with one `/`,
-/// and has no backslash, control character or space (browsers read `/\\evil` as `//evil`
+/// and has no backslash, control character or space (browsers read `/\evil` as `//evil`
 /// and drop tabs and newlines). The same holds after percent-decoding, once or several
 /// times, so no layer that decodes it (a proxy, a framework, the browser) can turn it
 /// into another origin: `/%2F/evil` and `/%252F/evil` are refused too. (A decoded `%20`

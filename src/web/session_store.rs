@@ -29,6 +29,16 @@ pub mod keys {
     pub const RESET: &str = "reset";
 }
 
+/// The session cookie's name: `__Host-` prefixed over https (the browser then refuses it
+/// from subdomains and over http).
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-latchkey_session"
+    } else {
+        "latchkey_session"
+    }
+}
+
 /// The store.
 #[derive(Clone)]
 pub struct DbSessionStore {
@@ -79,10 +89,20 @@ impl SessionStore for DbSessionStore {
         &self,
         session_key: &SessionKey,
     ) -> Result<Option<HashMap<String, String>>, LoadError> {
-        let hash = self.keys.session_hash(session_key.as_ref());
-        let row = db::run(&self.pool, move |c| sessions::find_live(c, &hash))
-            .await
-            .map_err(|e| LoadError::Other(e.into()))?;
+        let hashes = self.keys.session_hashes(session_key.as_ref());
+        let row = db::run(&self.pool, move |c| {
+            let row = sessions::find_live(c, &hashes)?;
+            // Stored under the previous SECRET_KEY: move it to the current one, so the
+            // old key can be retired without signing this session out.
+            if let Some(row) = &row
+                && row.key_hash != hashes[0]
+            {
+                sessions::rekey(c, &row.key_hash, &hashes[0])?;
+            }
+            Ok(row)
+        })
+        .await
+        .map_err(|e| LoadError::Other(e.into()))?;
         match row {
             None => Ok(None),
             Some(row) => serde_json::from_str(&row.state)

@@ -135,6 +135,10 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         ),
         ("SECRET_KEY".into(), "test-secret-key-".repeat(5)),
         ("DATABASE_POOL_SIZE".into(), "8".into()),
+        // Every test talks from 127.0.0.1: the per-client limits get their own tests.
+        ("RATE_LIMIT_FORGOT".into(), "1000/600".into()),
+        ("RATE_LIMIT_LOGIN".into(), "1000/600".into()),
+        ("RATE_LIMIT_RESET".into(), "1000/600".into()),
     ]);
     for (k, v) in overrides {
         if v.is_empty() {
@@ -184,7 +188,63 @@ pub fn csrf_in(html: &str) -> Option<String> {
 impl TestApp {
     /// A second instance on the same database and SMTP server, as behind a load balancer.
     pub async fn sibling(&self) -> TestApp {
-        start(self.vars.clone(), self.mail.clone(), None).await
+        self.sibling_with(&[]).await
+    }
+
+    /// A second instance on the same database and SMTP server, with some variables
+    /// changed (`""` removes one), as after an operator's configuration change.
+    pub async fn sibling_with(&self, overrides: &[(&str, &str)]) -> TestApp {
+        let mut vars = self.vars.clone();
+        for (k, v) in overrides {
+            if v.is_empty() {
+                vars.remove(*k);
+            } else {
+                vars.insert((*k).to_owned(), (*v).to_owned());
+            }
+        }
+        start(vars, self.mail.clone(), None).await
+    }
+
+    /// Stops this instance (its database stays) and waits until its port no longer answers.
+    pub async fn stop(&self) {
+        let (server, address) = (self.server.clone(), self.address.clone());
+        server.stop(false).await;
+        for _ in 0..100 {
+            if reqwest::get(format!("{address}/healthz")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the app did not stop");
+    }
+
+    /// The audit events recorded so far, oldest first.
+    pub async fn events(&self) -> Vec<db::events::EventRow> {
+        let mut rows = self.db(|c| db::events::recent(c, None, 10_000)).await;
+        rows.reverse();
+        rows
+    }
+
+    /// Waits for an audit event of `kind` (the worker writes some a moment later).
+    pub async fn event(&self, kind: &str) -> db::events::EventRow {
+        self.events_of(kind, 1).await.remove(0)
+    }
+
+    /// Waits until `n` audit events of `kind` are recorded; returns them, oldest first.
+    pub async fn events_of(&self, kind: &str, n: usize) -> Vec<db::events::EventRow> {
+        for _ in 0..100 {
+            let found: Vec<_> = self
+                .events()
+                .await
+                .into_iter()
+                .filter(|e| e.kind == kind)
+                .collect();
+            if found.len() >= n {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} {kind} events were recorded");
     }
 
     /// Drops this app's Postgres database while the app runs (to see it notice).

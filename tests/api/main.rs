@@ -4,10 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 mod accounts;
+mod audit;
 mod browser;
 mod cli;
+mod hardening;
 mod helpers;
 mod inputs;
+mod key_rotation;
+mod limits;
 mod mail;
 mod recovery_api;
 mod recovery_browser;

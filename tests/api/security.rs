@@ -158,6 +158,9 @@ async fn dump_database(app: &TestApp) -> Vec<u8> {
             all.extend(format!("{r:?}").into_bytes());
             all.extend(r.key_hash);
         }
+        for r in latchkey::db::events::recent(c, None, 10_000)? {
+            all.extend(format!("{r:?}").into_bytes());
+        }
         Ok(all)
     })
     .await

@@ -1,0 +1,192 @@
+//! Per-client rate limits (SPEC §9): so many requests per window for each group of
+//! endpoints, counted in the database so every instance behind a load balancer sees the
+//! same count.
+//!
+//! The limiter is a sliding-window counter: hits are counted in fixed windows, and the
+//! previous window's count is weighed in by how much of it still overlaps the sliding
+//! window, so a burst cannot double the limit by straddling a window boundary. Refused
+//! requests count too: a client that keeps hammering stays refused.
+
+use std::time::Duration;
+
+use crate::{
+    config::RateLimit,
+    db::{self, rate_limits},
+};
+
+use super::{
+    ClientInfo, ServiceError, Services,
+    audit::{Event, EventKind},
+};
+
+/// A group of endpoints sharing one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitGroup {
+    /// `POST /forgot` and `POST /auth/forgot`.
+    Forgot,
+    /// `POST /login`.
+    Login,
+    /// `POST /reset` and `POST /auth/reset`.
+    Reset,
+}
+
+impl LimitGroup {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Forgot => "forgot",
+            Self::Login => "login",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+/// What the limiter says about one more hit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    Allowed,
+    Refused {
+        /// When the client may try again (assuming it stops until then).
+        retry_after: Duration,
+        /// This is the first refusal since the client was last allowed: the one worth an
+        /// audit event (a flood would otherwise write one event per request).
+        first: bool,
+    },
+}
+
+/// Judges a hit, given the hits in the current window (this one included), those of the
+/// previous window, and how far into the current window we are (0.0–1.0).
+pub fn judge(limit: RateLimit, current: i64, previous: i64, elapsed: f64) -> Verdict {
+    let (max, cur, prev) = (f64::from(limit.max), current as f64, previous as f64);
+    let weight = (1.0 - elapsed).clamp(0.0, 1.0);
+    if prev * weight + cur <= max {
+        return Verdict::Allowed;
+    }
+    let first = prev * weight + cur - 1.0 <= max;
+    let window = limit.window.as_secs_f64();
+    let left_in_window = window * (1.0 - elapsed);
+    // Within this window the previous window's weight keeps falling: one more hit fits
+    // once prev × weight + cur + 1 ≤ max.
+    let wait = if prev > 0.0 && cur + 1.0 < max {
+        let weight_needed = (max - cur - 1.0) / prev;
+        window * (weight - weight_needed)
+    } else {
+        // Next window: this window's hits become the weighed-in previous ones.
+        let fraction = if cur > 0.0 {
+            (1.0 - (max - 1.0) / cur).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        left_in_window + window * fraction
+    };
+    Verdict::Refused {
+        retry_after: Duration::from_secs(wait.ceil().max(1.0) as u64),
+        first,
+    }
+}
+
+impl Services {
+    /// Counts one request of `client` against `group`'s limit; `ServiceError::Throttled`
+    /// when the client is over it. The same statements run for every request of the group,
+    /// whatever it asks for, so the limiter adds no timing tell.
+    pub async fn throttle(
+        &self,
+        group: LimitGroup,
+        client: &ClientInfo,
+    ) -> Result<(), ServiceError> {
+        let limits = &self.settings.rate_limits;
+        let limit = match group {
+            LimitGroup::Forgot => limits.forgot,
+            LimitGroup::Login => limits.login,
+            LimitGroup::Reset => limits.reset,
+        };
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let window_us = i64::try_from(limit.window.as_micros())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let now_us = db::now().and_utc().timestamp_micros();
+        let window_no = now_us.div_euclid(window_us);
+        let elapsed = now_us.rem_euclid(window_us) as f64 / window_us as f64;
+        // The counter is read during its own window and the next one, then purged.
+        let expires_at = db::now_plus(limit.window.saturating_mul(2));
+        let bucket = format!("{}:{}", group.name(), client.ip);
+        let (current, previous) = db::run(&self.pool, move |c| {
+            rate_limits::hit(c, &bucket, window_no, expires_at)
+        })
+        .await?;
+        match judge(limit, current, previous, elapsed) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Refused { retry_after, first } => {
+                tracing::info!(group = group.name(), "client throttled");
+                if first {
+                    self.record(
+                        Event::new(EventKind::Throttled)
+                            .detail(format!(
+                                "too many {} requests from this address",
+                                group.name()
+                            ))
+                            .client(client),
+                    )
+                    .await?;
+                }
+                Err(ServiceError::Throttled { retry_after })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: RateLimit = RateLimit {
+        max: 20,
+        window: Duration::from_secs(600),
+    };
+
+    fn refused_after(v: Verdict) -> Option<u64> {
+        match v {
+            Verdict::Allowed => None,
+            Verdict::Refused { retry_after, .. } => Some(retry_after.as_secs()),
+        }
+    }
+
+    #[test]
+    fn a_fresh_client_gets_exactly_the_limit() {
+        for hit in 1..=20 {
+            assert_eq!(judge(LIMIT, hit, 0, 0.5), Verdict::Allowed, "hit {hit}");
+        }
+        assert!(matches!(
+            judge(LIMIT, 21, 0, 0.5),
+            Verdict::Refused { first: true, .. }
+        ));
+        assert!(matches!(
+            judge(LIMIT, 22, 0, 0.5),
+            Verdict::Refused { first: false, .. }
+        ));
+    }
+
+    #[test]
+    fn the_previous_window_counts_by_its_overlap() {
+        // 20 hits last window, 10% into this one: 18 still count, so 2 more fit.
+        assert_eq!(judge(LIMIT, 2, 20, 0.1), Verdict::Allowed);
+        assert_eq!(refused_after(judge(LIMIT, 3, 20, 0.1)), Some(60));
+        // Half-way through, half of them count.
+        assert_eq!(judge(LIMIT, 10, 20, 0.5), Verdict::Allowed);
+    }
+
+    #[test]
+    fn retry_after_points_at_the_moment_one_more_hit_fits() {
+        // A burst of 21 in this window, at its start: wait for the window to end, then
+        // for enough of the burst's weight to fade ((1 - 19/21) of a window).
+        let wait = refused_after(judge(LIMIT, 21, 0, 0.0)).unwrap();
+        assert_eq!(wait, 600 + (600.0 * (1.0 - 19.0 / 21.0_f64)).ceil() as u64);
+        // Never zero, never beyond two windows.
+        assert_eq!(
+            refused_after(judge(LIMIT, 21, 0, 0.999_999)).map(|s| s >= 1),
+            Some(true)
+        );
+        assert!(refused_after(judge(LIMIT, 1000, 1000, 0.0)).unwrap() <= 1200);
+    }
+}

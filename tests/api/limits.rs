@@ -1,0 +1,207 @@
+//! Per-client rate limits: 429 with `Retry-After`, counters in the database that hold
+//! across instances, and `TRUSTED_PROXIES` deciding whose address counts.
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+/// The `Retry-After` of a 429, checked to be a sane number of seconds.
+fn retry_after(res: &Response, window_secs: u64) -> u64 {
+    let secs: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After is whole seconds");
+    assert!(
+        (1..=2 * window_secs).contains(&secs),
+        "Retry-After {secs} is outside one to two windows"
+    );
+    secs
+}
+
+async fn forgot_json(app: &TestApp, client: &reqwest::Client, email: &str) -> Response {
+    client
+        .post(app.url("/auth/forgot"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn the_forgot_form_and_api_share_one_limit_then_answer_429(backend: Backend) {
+    let app = spawn_app_with(backend, &[("RATE_LIMIT_FORGOT", "3/600")]).await;
+    assert_eq!(app.forgot("a@example.com").await.status(), StatusCode::OK);
+    assert_eq!(app.forgot("b@example.com").await.status(), StatusCode::OK);
+    let res = forgot_json(&app, &app.client, "c@example.com").await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // The fourth, by form: a page that explains, with Retry-After.
+    let res = app.forgot("d@example.com").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    retry_after(&res, 600);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Too many attempts"), "{page}");
+    assert!(page.contains("Please wait"), "{page}");
+
+    // The fifth, by API: the JSON envelope, with Retry-After.
+    let res = forgot_json(&app, &app.client, "e@example.com").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    retry_after(&res, 600);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests");
+
+    // Refused requests queue nothing; the first refusal is audited, the flood after it not.
+    let queued = app
+        .db(|c| {
+            use diesel::prelude::*;
+            use latchkey::db::schema::reset_requests;
+            Ok(reset_requests::table.count().get_result::<i64>(c)?)
+        })
+        .await;
+    let throttled = app.events_of("throttled", 1).await;
+    assert!(queued <= 3, "{queued} requests were queued");
+    assert_eq!(throttled.len(), 1, "{throttled:?}");
+    assert_eq!(throttled[0].client_ip.as_deref(), Some("127.0.0.1"));
+    assert!(
+        throttled[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("forgot"))
+    );
+}
+
+async fn sign_in_is_limited_even_with_the_right_password(backend: Backend) {
+    let app = spawn_app_with(backend, &[("RATE_LIMIT_LOGIN", "2/600")]).await;
+    app.create_account("kim@example.com", GOOD_PASSWORD).await;
+    for _ in 0..2 {
+        let res = app
+            .sign_in_with(&app.client, "kim@example.com", "wrong horse battery")
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let res = app
+        .sign_in_with(&app.client, "kim@example.com", GOOD_PASSWORD)
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    retry_after(&res, 600);
+    assert_eq!(
+        app.get("/account").await.status(),
+        StatusCode::SEE_OTHER,
+        "a throttled sign-in signs nobody in"
+    );
+    // Other groups keep their own count.
+    assert_eq!(app.forgot("kim@example.com").await.status(), StatusCode::OK);
+}
+
+async fn the_reset_form_and_api_share_one_limit(backend: Backend) {
+    let app = spawn_app_with(backend, &[("RATE_LIMIT_RESET", "2/600")]).await;
+    let junk = json!({ "token": "A".repeat(43), "password": GOOD_PASSWORD });
+    for _ in 0..2 {
+        let res = app.post_json("/auth/reset", &junk).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+    let res = app
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    retry_after(&res, 600);
+    let res = app.post_json("/auth/reset", &junk).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn forwarded_for_counts_only_from_trusted_proxies(backend: Backend) {
+    let limit = ("RATE_LIMIT_FORGOT", "1/600");
+    let behind_proxy = spawn_app_with(backend, &[limit, ("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let from = |ip: &'static str| {
+        reqwest::Client::builder()
+            .default_headers(
+                [("x-forwarded-for".parse().unwrap(), ip.parse().unwrap())]
+                    .into_iter()
+                    .collect(),
+            )
+            .build()
+            .unwrap()
+    };
+    let (alice, bob) = (from("198.51.100.1"), from("198.51.100.2"));
+    let app = &behind_proxy;
+    assert_eq!(
+        forgot_json(app, &alice, "x@example.com").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        forgot_json(app, &alice, "x@example.com").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        forgot_json(app, &bob, "x@example.com").await.status(),
+        StatusCode::OK,
+        "behind a trusted proxy each forwarded client has its own count"
+    );
+    let throttled = app.event("throttled").await;
+    assert_eq!(throttled.client_ip.as_deref(), Some("198.51.100.1"));
+
+    // Without TRUSTED_PROXIES the header is the client's own claim: the socket counts.
+    let direct = spawn_app_with(backend, &[limit]).await;
+    assert_eq!(
+        forgot_json(&direct, &alice, "x@example.com").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        forgot_json(&direct, &bob, "x@example.com").await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged X-Forwarded-For must not buy a fresh count"
+    );
+    assert_eq!(
+        direct.event("throttled").await.client_ip.as_deref(),
+        Some("127.0.0.1")
+    );
+}
+
+both_backends!(
+    the_forgot_form_and_api_share_one_limit_then_answer_429,
+    sign_in_is_limited_even_with_the_right_password,
+    the_reset_form_and_api_share_one_limit,
+    forwarded_for_counts_only_from_trusted_proxies,
+);
+
+/// Two instances behind a load balancer share one count: of 12 concurrent requests
+/// spread over both, exactly the limit get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_two_instances_on_one_postgres() {
+    let a = spawn_app_with(Backend::Postgres, &[("RATE_LIMIT_FORGOT", "4/600")]).await;
+    let b = a.sibling().await;
+    let mut requests = Vec::new();
+    for i in 0..12 {
+        let url = if i % 2 == 0 {
+            a.url("/auth/forgot")
+        } else {
+            b.url("/auth/forgot")
+        };
+        requests.push(tokio::spawn(async move {
+            new_client()
+                .post(url)
+                .json(&json!({ "email": format!("p{i}@example.com") }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, throttled), (4, 8), "{statuses:?}");
+    // And the next one is refused by either instance.
+    for app in [&a, &b] {
+        let res = forgot_json(app, &new_client(), "late@example.com").await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
