@@ -163,15 +163,6 @@ impl Services {
     pub async fn record(&self, event: Event) -> Result<(), ServiceError> {
         Ok(db::run(&self.pool, move |c| record(c, &event)).await?)
     }
-
-    /// The newest events, of one account or of all.
-    pub async fn recent_events(
-        &self,
-        user_id: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<events::EventRow>, ServiceError> {
-        Ok(db::run(&self.pool, move |c| events::recent(c, user_id, limit)).await?)
-    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 -- One row per recovery, sign-in or admin event. Never a token, a password or a session id.
 -- `email` is the account's address at the time (NULL when no account was involved), so the
--- trail still reads right after an address changes.
+-- trail still reads right after an address changes. No foreign keys on purpose: a trail
+-- outlives what it mentions, and a key check (a row lock on `users` on Postgres) would make
+-- a failed sign-in for a registered address measurably slower than for an unknown one.
 CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
-    user_id BIGINT NULL REFERENCES users (id) ON DELETE SET NULL,
-    actor_id BIGINT NULL REFERENCES users (id) ON DELETE SET NULL,
+    user_id BIGINT NULL,
+    actor_id BIGINT NULL,
     email TEXT NULL,
     detail TEXT NULL,
     client_ip TEXT NULL,
