@@ -122,8 +122,13 @@ impl Worker {
                     .send(&self.from, &row.recipient, message)
                     .await
             }
-            // Sealed under another SECRET_KEY, or corrupted: it can never be sent.
-            None => Err("the message cannot be decrypted with the current SECRET_KEY".to_owned()),
+            // Sealed under a key this instance does not hold: during a rolling key rotation
+            // another instance may, so it is retried (and given up like any failure).
+            None => Err(
+                "the message cannot be decrypted with this instance's SECRET_KEY or \
+                 SECRET_KEY_PREVIOUS"
+                    .to_owned(),
+            ),
         };
         let id = row.id;
         let about = |kind: EventKind| match row.user_id {
@@ -145,7 +150,7 @@ impl Worker {
             }
             Err(error) => {
                 let attempts = row.attempts + 1;
-                let retry_at = (message.is_some() && attempts < MAX_ATTEMPTS).then(|| {
+                let retry_at = (attempts < MAX_ATTEMPTS).then(|| {
                     db::now_plus(backoff(attempts, self.services.settings.mail_retry_base))
                 });
                 tracing::warn!(outbox_id = id, attempts, error = %error, "email delivery failed");

@@ -96,17 +96,20 @@ impl Services {
             None => None,
         };
         let password = password.unwrap_or_else(SubmittedPassword::absent);
-        let verification = self
-            .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
+        // A disabled account is checked against the dummy hash, like a missing one: its
+        // real hash would tell a right password (rehashed, so slower) from a wrong one.
+        let stored = user
+            .as_ref()
+            .filter(|u| !u.disabled)
+            .map(|u| u.password_hash.clone());
+        let verification = self.hasher.verify(password, stored).await?;
         let failed = Event::new(EventKind::SignInFailed).client(client);
         let (event, signed_in) = match user {
             None => (failed.detail("no account has this address"), None),
+            Some(u) if u.disabled => (failed.user(u.id, &u.email).detail("account disabled"), None),
             Some(u) if !verification.matches => {
                 (failed.user(u.id, &u.email).detail("wrong password"), None)
             }
-            Some(u) if u.disabled => (failed.user(u.id, &u.email).detail("account disabled"), None),
             Some(u) => (
                 Event::new(EventKind::SignedIn)
                     .user(u.id, &u.email)

@@ -28,6 +28,10 @@ pub enum LimitGroup {
     Login,
     /// `POST /reset` and `POST /auth/reset`.
     Reset,
+    /// Openings of dead reset links, counted against the reset limit's numbers. Never
+    /// refused (a cross-site page could then spend a victim's budget with hidden images);
+    /// past the limit they are only no longer audited, so nobody can fill the trail.
+    DeadLinks,
 }
 
 impl LimitGroup {
@@ -36,6 +40,7 @@ impl LimitGroup {
             Self::Forgot => "forgot",
             Self::Login => "login",
             Self::Reset => "reset",
+            Self::DeadLinks => "dead-link",
         }
     }
 }
@@ -93,29 +98,7 @@ impl Services {
         group: LimitGroup,
         client: &ClientInfo,
     ) -> Result<(), ServiceError> {
-        let limits = &self.settings.rate_limits;
-        let limit = match group {
-            LimitGroup::Forgot => limits.forgot,
-            LimitGroup::Login => limits.login,
-            LimitGroup::Reset => limits.reset,
-        };
-        let Some(limit) = limit else {
-            return Ok(());
-        };
-        let window_us = i64::try_from(limit.window.as_micros())
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let now_us = db::now().and_utc().timestamp_micros();
-        let window_no = now_us.div_euclid(window_us);
-        let elapsed = now_us.rem_euclid(window_us) as f64 / window_us as f64;
-        // The counter is read during its own window and the next one, then purged.
-        let expires_at = db::now_plus(limit.window.saturating_mul(2));
-        let bucket = format!("{}:{}", group.name(), client.ip);
-        let (current, previous) = db::run(&self.pool, move |c| {
-            rate_limits::hit(c, &bucket, window_no, expires_at)
-        })
-        .await?;
-        match judge(limit, current, previous, elapsed) {
+        match self.count_hit(group, client).await? {
             Verdict::Allowed => Ok(()),
             Verdict::Refused { retry_after, first } => {
                 tracing::info!(group = group.name(), "client throttled");
@@ -134,6 +117,59 @@ impl Services {
             }
         }
     }
+
+    /// Counts one hit of `client` against `group`'s limit and says whether it is still
+    /// within it, refusing nothing: for work worth bounding but not worth refusing.
+    pub async fn within_budget(
+        &self,
+        group: LimitGroup,
+        client: &ClientInfo,
+    ) -> Result<bool, ServiceError> {
+        Ok(self.count_hit(group, client).await? == Verdict::Allowed)
+    }
+
+    async fn count_hit(
+        &self,
+        group: LimitGroup,
+        client: &ClientInfo,
+    ) -> Result<Verdict, ServiceError> {
+        let limits = &self.settings.rate_limits;
+        let limit = match group {
+            LimitGroup::Forgot => limits.forgot,
+            LimitGroup::Login => limits.login,
+            LimitGroup::Reset | LimitGroup::DeadLinks => limits.reset,
+        };
+        let Some(limit) = limit else {
+            return Ok(Verdict::Allowed);
+        };
+        let window_us = i64::try_from(limit.window.as_micros())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let now_us = db::now().and_utc().timestamp_micros();
+        let window_no = now_us.div_euclid(window_us);
+        let elapsed = now_us.rem_euclid(window_us) as f64 / window_us as f64;
+        // The counter is read during its own window and the next one, then purged.
+        let expires_at = db::now_plus(limit.window.saturating_mul(2));
+        let bucket = format!("{}:{}", group.name(), client_bucket(&client.ip));
+        let (current, previous) = db::run(&self.pool, move |c| {
+            rate_limits::hit(c, &bucket, window_no, expires_at)
+        })
+        .await?;
+        Ok(judge(limit, current, previous, elapsed))
+    }
+}
+
+/// Who a limit counts: one IPv4 address, or one IPv6 /64 (one household or server gets a
+/// whole /64, so counting single IPv6 addresses would be no limit at all).
+fn client_bucket(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+        _ => ip.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +186,17 @@ mod tests {
             Verdict::Allowed => None,
             Verdict::Refused { retry_after, .. } => Some(retry_after.as_secs()),
         }
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_ipv4_by_address() {
+        assert_eq!(client_bucket("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            client_bucket("2001:db8:1:2:bbbb::9"),
+            client_bucket("2001:db8:1:2:aaaa::1")
+        );
+        assert_eq!(client_bucket("198.51.100.7"), "198.51.100.7");
+        assert_eq!(client_bucket("unknown"), "unknown");
     }
 
     #[test]
@@ -182,11 +229,9 @@ mod tests {
         // for enough of the burst's weight to fade ((1 - 19/21) of a window).
         let wait = refused_after(judge(LIMIT, 21, 0, 0.0)).unwrap();
         assert_eq!(wait, 600 + (600.0 * (1.0 - 19.0 / 21.0_f64)).ceil() as u64);
-        // Never zero, never beyond two windows.
-        assert_eq!(
-            refused_after(judge(LIMIT, 21, 0, 0.999_999)).map(|s| s >= 1),
-            Some(true)
-        );
+        // At the very end of a window, only the fading of the burst is left to wait for.
+        assert_eq!(refused_after(judge(LIMIT, 21, 0, 0.999_999)), Some(58));
+        // Never beyond two windows, however hard the client hammers.
         assert!(refused_after(judge(LIMIT, 1000, 1000, 0.0)).unwrap() <= 1200);
     }
 }

@@ -20,6 +20,7 @@ use crate::{
 use super::{
     ClientInfo, ServiceError, Services,
     audit::{self, Event, EventKind},
+    limits::LimitGroup,
 };
 
 /// The keyed hashes a token may be stored under (the current key's first, then the one
@@ -121,6 +122,11 @@ impl Services {
         let requested = Event::new(EventKind::ResetRequested)
             .client(&client)
             .at(request.created_at);
+        // The token and the sealed email are made for every request, before the write
+        // transaction: rendering inside it would hold SQLite's write lock longer for a
+        // registered address, which a forgot request queued behind it could time.
+        let token = ResetToken::generate();
+        let sealed = self.reset_mail(&token, request)?;
         db::write_transaction(conn, |c| {
             // Taking the row is the claim: another instance that got here first wins.
             if !reset_requests::take(c, request.id)? {
@@ -166,7 +172,6 @@ impl Services {
                 audit::record(c, &throttled)?;
                 return Ok(false);
             }
-            let token = ResetToken::generate();
             let expires_at = db::now_plus(settings.reset_token_ttl);
             reset_tokens::insert(
                 c,
@@ -175,9 +180,6 @@ impl Services {
                 &user.email,
                 expires_at,
             )?;
-            let sealed = self
-                .reset_mail(&token, request)
-                .map_err(|e| db::DbError::Other(e.to_string()))?;
             outbox::insert(c, user.id, "reset", &user.email, &sealed, Some(expires_at))?;
             audit::record(c, &requested.detail("reset email queued"))?;
             tracing::info!(user_id = user.id, "reset email queued");
@@ -213,28 +215,28 @@ impl Services {
     }
 
     /// Checks a token from a link; the hash it is stored under if it is live. Never
-    /// consumes it. Records the opening, and why the link was dead if it was.
+    /// consumes it. Records the opening, and why the link was dead if it was (dead links
+    /// only up to the reset limit per client, so nobody can fill the trail with them).
     pub async fn open_reset_link(
         &self,
         token: &ResetToken,
         client: &ClientInfo,
     ) -> Result<Option<TokenHash>, ServiceError> {
         let hashes = self.token_hash(token).0;
-        let client = client.clone();
-        Ok(db::run(&self.pool, move |c| {
-            let opened = Event::new(EventKind::ResetLinkOpened).client(&client);
-            match link_state(c, &hashes)? {
-                LinkState::Live { token, user } => {
-                    audit::record(c, &opened.user(user.id, &user.email))?;
-                    Ok(Some(TokenHash(vec![token.token_hash])))
-                }
-                LinkState::Dead { user, why } => {
-                    audit::record(c, &with_user(opened, user.as_ref()).detail(why))?;
-                    Ok(None)
-                }
+        let opened = Event::new(EventKind::ResetLinkOpened).client(client);
+        match db::run(&self.pool, move |c| link_state(c, &hashes)).await? {
+            LinkState::Live { token, user } => {
+                self.record(opened.user(user.id, &user.email)).await?;
+                Ok(Some(TokenHash(vec![token.token_hash])))
             }
-        })
-        .await?)
+            LinkState::Dead { user, why } => {
+                if self.within_budget(LimitGroup::DeadLinks, client).await? {
+                    self.record(with_user(opened, user.as_ref()).detail(why))
+                        .await?;
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// The address of the account a live token resets (for the form's hidden username).

@@ -13,8 +13,10 @@ use super::AppState;
 /// The client address of a request. The socket address counts unless it belongs to a
 /// trusted proxy; then the right-most `X-Forwarded-For` entry that is not itself a
 /// trusted proxy is the client (entries further left could be forged by the client).
+/// IPv4 addresses seen through an IPv6 socket (`::ffff:10.0.0.5`) are read as IPv4, so
+/// `TRUSTED_PROXIES` and the rate limits see one form of each address.
 pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.peer_addr().map(|a| a.ip())?;
+    let peer = req.peer_addr().map(|a| a.ip().to_canonical())?;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
@@ -28,17 +30,34 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
         .map(str::trim)
         .collect::<Vec<_>>();
     for entry in forwarded.iter().rev() {
-        match entry.parse::<IpAddr>() {
-            Ok(ip) => {
+        match forwarded_ip(entry) {
+            Some(ip) => {
                 client = ip;
                 if !is_trusted(&ip) {
                     break;
                 }
             }
-            Err(_) => break,
+            None => break,
         }
     }
     Some(client)
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`) or in brackets, as some load balancers write them.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<IpAddr>()
+                .ok()
+        })?;
+    Some(ip.to_canonical())
 }
 
 /// Extracts [`ClientInfo`] from a request.
@@ -99,5 +118,17 @@ mod tests {
         assert_eq!(ip, Some("198.51.100.7".parse().unwrap()));
         let ip = client_ip(&req("127.0.0.1:1", Some("garbage")), &trusted);
         assert_eq!(ip, Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn mapped_addresses_ports_and_brackets_are_understood() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // An IPv4 proxy seen through an IPv6 socket is still the trusted proxy.
+        let ip = client_ip(&req("[::ffff:10.0.0.5]:1", Some("198.51.100.7")), &trusted);
+        assert_eq!(ip, Some("198.51.100.7".parse().unwrap()));
+        for entry in ["198.51.100.7:5678", "[2001:db8::1]:443", "[2001:db8::1]"] {
+            let ip = client_ip(&req("10.0.0.5:1", Some(entry)), &trusted).unwrap();
+            assert_ne!(ip, "10.0.0.5".parse::<IpAddr>().unwrap(), "{entry}");
+        }
     }
 }

@@ -149,9 +149,6 @@ pub async fn reset_form(
     query: Query<ResetQuery>,
 ) -> Result<HttpResponse, PageError> {
     if let Some(raw) = &query.token {
-        // Opening a link counts towards the reset limit: every opening is audited, and
-        // this bounds how fast anyone can guess (or fill the trail).
-        state.services.throttle(LimitGroup::Reset, &client).await?;
         let Some(token) = ResetToken::parse(raw) else {
             return dead_link(&csrf);
         };

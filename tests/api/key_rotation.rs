@@ -160,3 +160,41 @@ both_backends!(
     rotating_the_key_keeps_sessions_and_open_forms_alive,
     rotating_the_key_keeps_reset_links_and_queued_mail_alive,
 );
+
+/// With several instances, a rotation rolls out in two phases (see the README): first the
+/// new key is added everywhere as `SECRET_KEY_PREVIOUS`, then the two are swapped. While
+/// instances of both phases serve one browser in turn, nobody is signed out and no form
+/// fails, whichever instance made the cookie or the form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_phase_rolling_rotation_signs_nobody_out() {
+    let before = spawn_app(Backend::Postgres).await;
+    let browser = new_client();
+    before
+        .sign_up_with(&browser, "zoe@example.com", GOOD_PASSWORD)
+        .await;
+    before.stop().await;
+    let old = old_key(&before);
+    let phase_one = before
+        .sibling_with(&[("SECRET_KEY_PREVIOUS", NEW_KEY)])
+        .await;
+    let phase_two = before
+        .sibling_with(&[("SECRET_KEY", NEW_KEY), ("SECRET_KEY_PREVIOUS", &old)])
+        .await;
+    for (i, app) in [&phase_two, &phase_one, &phase_two, &phase_one]
+        .into_iter()
+        .enumerate()
+    {
+        let res = app.get_with(&browser, "/account").await;
+        assert_eq!(res.status(), StatusCode::OK, "request {i}: still signed in");
+    }
+    let from_two = phase_two.csrf(&browser).await;
+    let from_one = phase_one.csrf(&browser).await;
+    assert_eq!(
+        end_others_with_token(&phase_one, &browser, &from_two).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        end_others_with_token(&phase_two, &browser, &from_one).await,
+        StatusCode::SEE_OTHER
+    );
+}

@@ -33,4 +33,4 @@ CREATE TABLE rate_limits (
 CREATE INDEX rate_limits_expires_at ON rate_limits (expires_at);
 
 -- Which account an email concerns, for the "mailed" and "mail failed" audit events.
-ALTER TABLE outbox ADD COLUMN user_id BIGINT NULL REFERENCES users (id) ON DELETE SET NULL;
+ALTER TABLE outbox ADD COLUMN user_id BIGINT NULL;
