@@ -223,20 +223,48 @@ impl Services {
         client: &ClientInfo,
     ) -> Result<Option<TokenHash>, ServiceError> {
         let hashes = self.token_hash(token).0;
-        let opened = Event::new(EventKind::ResetLinkOpened).client(client);
         match db::run(&self.pool, move |c| link_state(c, &hashes)).await? {
             LinkState::Live { token, user } => {
+                let opened = Event::new(EventKind::ResetLinkOpened).client(client);
                 self.record(opened.user(user.id, &user.email)).await?;
                 Ok(Some(TokenHash(vec![token.token_hash])))
             }
             LinkState::Dead { user, why } => {
-                if self.within_budget(LimitGroup::DeadLinks, client).await? {
-                    self.record(with_user(opened, user.as_ref()).detail(why))
-                        .await?;
-                }
+                self.dead_link_opened(user.as_ref(), why, client).await?;
                 Ok(None)
             }
         }
+    }
+
+    /// Records the opening of a dead link (one whose token is not even well formed, too),
+    /// up to the reset limit per client.
+    pub async fn dead_link_opened(
+        &self,
+        user: Option<&UserRow>,
+        why: &'static str,
+        client: &ClientInfo,
+    ) -> Result<(), ServiceError> {
+        if self.within_budget(LimitGroup::DeadLinks, client).await? {
+            let opened = Event::new(EventKind::ResetLinkOpened).client(client);
+            self.record(with_user(opened, user).detail(why)).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a reset refused before any link was looked up (a malformed token, or a
+    /// form sent from a browser that opened no link). The caller was already counted
+    /// against the reset limit.
+    pub async fn reset_refused(
+        &self,
+        why: &'static str,
+        client: &ClientInfo,
+    ) -> Result<(), ServiceError> {
+        self.record(
+            Event::new(EventKind::ResetRefused)
+                .client(client)
+                .detail(why),
+        )
+        .await
     }
 
     /// The address of the account a live token resets (for the form's hidden username).

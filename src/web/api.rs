@@ -71,13 +71,22 @@ pub async fn reset(
     body: Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     state.services.throttle(LimitGroup::Reset, &client).await?;
-    let token = ResetToken::parse(&body.token).ok_or_else(ApiError::invalid_token)?;
+    let services = &state.services;
+    let Some(token) = ResetToken::parse(&body.token) else {
+        services.reset_refused("malformed link", &client).await?;
+        return Err(ApiError::invalid_token());
+    };
     // An address that is not even valid cannot be the one the link was sent to.
-    let email = match body.email.as_deref() {
-        Some(raw) => Some(EmailAddress::parse(raw).map_err(|_| ApiError::invalid_token())?),
+    let email = match body.email.as_deref().map(EmailAddress::parse) {
+        Some(Ok(email)) => Some(email),
+        Some(Err(_)) => {
+            services
+                .reset_refused("the email given is not a valid address", &client)
+                .await?;
+            return Err(ApiError::invalid_token());
+        }
         None => None,
     };
-    let services = &state.services;
     let hash = services.token_hash(&token);
     let password = NewPassword::parse(&body.password, None, services.policy());
     match services

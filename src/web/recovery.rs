@@ -150,6 +150,10 @@ pub async fn reset_form(
 ) -> Result<HttpResponse, PageError> {
     if let Some(raw) = &query.token {
         let Some(token) = ResetToken::parse(raw) else {
+            state
+                .services
+                .dead_link_opened(None, "malformed link", &client)
+                .await?;
             return dead_link(&csrf);
         };
         return match state.services.open_reset_link(&token, &client).await? {
@@ -203,6 +207,10 @@ pub async fn reset(
     csrf.verify(&form.csrf_token)?;
     state.services.throttle(LimitGroup::Reset, &client).await?;
     let Some(hash) = session::reset_hash(&session) else {
+        state
+            .services
+            .reset_refused("no reset link was opened in this browser", &client)
+            .await?;
         return dead_link(&csrf);
     };
     let services = &state.services;

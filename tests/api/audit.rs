@@ -236,6 +236,58 @@ async fn no_event_holds_a_token_a_password_or_a_session_id(backend: Backend) {
     }
 }
 
+async fn resets_refused_before_any_lookup_are_recorded_too(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let b = browser();
+    let res = b.get(app.url("/reset?token=short")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let opened = app.event("reset_link_opened").await;
+    assert_eq!(detail(&opened), "malformed link");
+    assert_from_test_client(&opened, None);
+
+    let junk = json!({ "token": "not a token", "password": GOOD_PASSWORD });
+    let res = b
+        .post(app.url("/auth/reset"))
+        .json(&junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let bad_email = json!({ "token": "A".repeat(43), "password": GOOD_PASSWORD, "email": "x" });
+    let res = b
+        .post(app.url("/auth/reset"))
+        .json(&bad_email)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = app
+        .post_form_with(
+            &b,
+            "/reset",
+            &[
+                ("password", GOOD_PASSWORD),
+                ("password_confirm", GOOD_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    let refused = app.events_of("reset_refused", 3).await;
+    let reasons: Vec<&str> = refused.iter().map(detail).collect();
+    assert_eq!(
+        reasons,
+        [
+            "malformed link",
+            "the email given is not a valid address",
+            "no reset link was opened in this browser"
+        ]
+    );
+    for e in &refused {
+        assert_from_test_client(e, None);
+    }
+}
+
 /// The session id inside an (encrypted) session cookie, opened with the app's key.
 fn session_id_in(app: &TestApp, cookie: &str) -> String {
     use actix_web::cookie::{Cookie, CookieJar};
@@ -259,4 +311,5 @@ both_backends!(
     opening_links_and_resetting_are_recorded_with_the_reason_for_refusals,
     sign_in_sign_out_and_password_changes_are_recorded,
     no_event_holds_a_token_a_password_or_a_session_id,
+    resets_refused_before_any_lookup_are_recorded_too,
 );
