@@ -8,7 +8,7 @@ use latchkey::{cli::Cli, config::Settings, telemetry};
 fn main() -> ExitCode {
     // `.env` first, so a RUST_LOG set there reaches the logger.
     let _ = dotenvy::dotenv();
-    telemetry::init();
+    let _log_writer = telemetry::init();
     let cli = Cli::parse();
     let settings = match Settings::from_env() {
         Ok(s) => s,
