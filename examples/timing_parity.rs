@@ -16,22 +16,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::{
     fmt::Write as _,
-    io::Write as _,
-    net::TcpListener,
     num::NonZeroUsize,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, ExitStatus, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    process::ExitCode,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail, ensure};
 use diesel::{
-    Connection, PgConnection, QueryableByName, RunQueryDsl, connection::SimpleConnection,
-    sql_types::BigInt,
+    PgConnection, QueryableByName, RunQueryDsl, connection::SimpleConnection, sql_types::BigInt,
 };
-use reqwest::{Client, StatusCode, redirect::Policy};
+use reqwest::{Client, StatusCode};
+
+use support::{
+    ALNUM, LOGIN_EMAIL, LOWER_ALNUM, Rng, Server, TempDatabase, create_login_account, csrf_in,
+    free_port, http_client, wait_ready,
+};
 
 /// Requests of each kind sent first and thrown away: connection set-up, lazy statics,
 /// prepared statements and the CPU's frequency settle before anything is measured.
@@ -41,14 +46,9 @@ const MAX_DELTA_MS: f64 = 0.3;
 /// The smallest Mann-Whitney p-value a pair may show.
 const MIN_P: f64 = 0.01;
 
-const LOGIN_EMAIL: &str = "login@bench.test";
-const LOGIN_PASSWORD: &str = "plum tractor violet oasis";
 const WRONG_PASSWORD: &str = "wrong horse battery staple x";
 const DISABLED_EMAIL: &str = "disabled@bench.test";
 const THROTTLED_EMAIL: &str = "throttled@bench.test";
-
-const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 const USAGE: &str =
     "usage: timing_parity --server PATH [--n N] [--quick] [--database-url URL] [--out PATH]
@@ -93,7 +93,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .with_context(|| format!("--server {}", args.server.display()))?;
     // Declared before the server, so it is dropped after it: the server is gone before its
     // database is.
-    let db = TempDatabase::create(&args.database_url, &mut rng)?;
+    let db = TempDatabase::postgres(&args.database_url, "latchkey_timing", &mut rng)?;
     let port = free_port()?;
     let env = server_env(&db.url, port, &mut rng);
     let mut server = Server::spawn(&server_path, &env)?;
@@ -188,105 +188,7 @@ fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> anyhow::Result<
 }
 
 // ---------------------------------------------------------------------------------------
-// Randomness
-
-/// A xorshift64* generator seeded from the clock and the process id. Names, the secret key
-/// and the shuffle need variety, not cryptographic quality, and this has no API to drift.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..bound` (the modulo bias is negligible for our bounds).
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
-    }
-
-    /// `len` characters drawn from `alphabet`.
-    fn string(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| char::from(alphabet[self.below(alphabet.len())]))
-            .collect()
-    }
-
-    /// Fisher-Yates.
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i + 1);
-            items.swap(i, j);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Set-up: a database, a server, seed data
-
-/// A PostgreSQL database that exists for this run only; dropped (with its connections)
-/// when this value is, including on an error.
-struct TempDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TempDatabase {
-    fn create(admin_url: &str, rng: &mut Rng) -> anyhow::Result<Self> {
-        let name = format!("latchkey_timing_{}", rng.string(LOWER_ALNUM, 10));
-        let mut admin = PgConnection::establish(admin_url).context(
-            "could not reach PostgreSQL (start it, or pass --database-url / TEST_DATABASE_URL)",
-        )?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .with_context(|| format!("CREATE DATABASE {name}"))?;
-        let mut url = url::Url::parse(admin_url).context("the database URL is not a URL")?;
-        url.set_path(&format!("/{name}"));
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url: url.to_string(),
-        })
-    }
-
-    fn connect(&self) -> anyhow::Result<PgConnection> {
-        PgConnection::establish(&self.url).context("connect to the benchmark database")
-    }
-}
-
-impl Drop for TempDatabase {
-    fn drop(&mut self) {
-        let name = &self.name;
-        let dropped = PgConnection::establish(&self.admin_url)
-            .map_err(anyhow::Error::from)
-            .and_then(|mut admin| {
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .map_err(anyhow::Error::from)
-            });
-        if let Err(e) = dropped {
-            eprintln!("timing_parity: could not drop database {name}: {e:#}");
-        }
-    }
-}
-
-/// A port nobody listens on right now (the listener is closed before the server binds).
-fn free_port() -> anyhow::Result<u16> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    Ok(port)
-}
+// Set-up: the server's environment, seed data
 
 /// The server's environment. Rate limits are lifted so thousands of requests from one
 /// address are all served; the long cooldown makes every request for the throttled address
@@ -305,82 +207,6 @@ fn server_env(database_url: &str, port: u16, rng: &mut Rng) -> Vec<(&'static str
         ("RATE_LIMIT_RESET", "1000000/600".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ]
-}
-
-/// The latchkey binary with exactly the given environment (plus `PATH` and `HOME`), run in
-/// the temporary directory so a developer's `.env` cannot change what is measured.
-fn latchkey_command(server: &Path, env: &[(&'static str, String)]) -> Command {
-    let mut cmd = Command::new(server);
-    cmd.env_clear().current_dir(std::env::temp_dir());
-    for inherited in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(inherited) {
-            cmd.env(inherited, v);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// The server process; killed when this value is dropped, including on an error.
-struct Server(Child);
-
-impl Server {
-    fn spawn(path: &Path, env: &[(&'static str, String)]) -> anyhow::Result<Self> {
-        let child = latchkey_command(path, env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("start {}", path.display()))?;
-        Ok(Self(child))
-    }
-
-    /// The exit status, if the server has already stopped.
-    fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        Ok(self.0.try_wait()?)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One browser-like client: keeps cookies (the CSRF cookie), follows no redirects, and
-/// keeps its connection alive, so connection set-up is not part of any measurement.
-fn http_client() -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()?)
-}
-
-/// Polls `GET /readyz` until the server answers 200; migrations have run by then.
-async fn wait_ready(client: &Client, base: &str, server: &mut Server) -> anyhow::Result<()> {
-    let url = format!("{base}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = server.exited()? {
-            bail!("the server exited during start-up ({status})");
-        }
-        let ready = client
-            .get(url.as_str())
-            .send()
-            .await
-            .is_ok_and(|res| res.status() == StatusCode::OK);
-        if ready {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the server was not ready within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A row of `SELECT count(*) AS n …`.
@@ -423,30 +249,6 @@ fn seed(
         users == registered as i64 + 3,
         "expected {} accounts after seeding, found {users}",
         registered + 3
-    );
-    Ok(())
-}
-
-/// `latchkey user create --email login@bench.test --password-stdin`.
-fn create_login_account(server: &Path, env: &[(&'static str, String)]) -> anyhow::Result<()> {
-    let mut child = latchkey_command(server, env)
-        .args(["user", "create", "--email", LOGIN_EMAIL, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run latchkey user create")?;
-    child
-        .stdin
-        .take()
-        .context("the CLI's standard input")?
-        .write_all(format!("{LOGIN_PASSWORD}\n").as_bytes())?;
-    let output = child.wait_with_output()?;
-    ensure!(
-        output.status.success(),
-        "latchkey user create failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(())
 }
@@ -710,14 +512,6 @@ impl Target {
             elapsed,
         })
     }
-}
-
-/// The hidden CSRF field of a page.
-fn csrf_in(html: &str) -> Option<String> {
-    const MARK: &str = "name=\"csrf_token\" value=\"";
-    let start = html.find(MARK)? + MARK.len();
-    let len = html[start..].find('"')?;
-    Some(html[start..start + len].to_owned())
 }
 
 /// What a run of jobs produced, indexed by `Kind::index`.
