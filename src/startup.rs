@@ -167,6 +167,7 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
     let session_ttl = CookieDuration::seconds(settings.session_ttl.as_secs() as i64);
     let store = DbSessionStore::new(state.services.pool.clone(), state.services.keys.clone());
     let cookie_key = state.services.keys.cookie_key();
+    let pool_size = settings.db_pool_size as usize;
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         let session = SessionMiddleware::builder(store.clone(), cookie_key.clone())
@@ -217,6 +218,9 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
             )
     })
     .listen(listener)?
+    // Blocking threads only run database work, which waits for one of the pool's
+    // connections anyway: more threads than connections add memory, not throughput.
+    .worker_max_blocking_threads(pool_size)
     .shutdown_timeout(10)
     .run();
     Ok(server)

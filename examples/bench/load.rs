@@ -287,13 +287,59 @@ pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// A thread sampling a process's resident memory every 20 ms, keeping the highest value.
-pub struct RssSampler {
-    done: Arc<AtomicBool>,
-    thread: JoinHandle<Option<f64>>,
+/// What the server used while a scenario ran.
+#[derive(Clone, Copy, Default)]
+pub struct Usage {
+    /// Highest resident memory, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// The server's CPU time over the wall time, as a share of all cores (1.0 = all busy).
+    pub server_cpu: Option<f64>,
+    /// Every process's CPU time (server, database, load generator) the same way.
+    pub machine_cpu: Option<f64>,
 }
 
-impl RssSampler {
+/// A process's user + system CPU time in clock ticks (`/proc/<pid>/stat` fields 14-15).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields are counted after its `)`.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The machine's busy and total clock ticks, summed over all cores (`/proc/stat`).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Clock ticks per second of `/proc` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Watches the server while a scenario runs: a thread samples its resident memory every
+/// 20 ms, keeping the highest value, and its CPU time and the machine's are read at the
+/// start and the end, to show who the cores worked for.
+pub struct UsageSampler {
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<Option<f64>>,
+    pid: u32,
+    started: std::time::Instant,
+    server_ticks: Option<u64>,
+    machine: Option<(u64, u64)>,
+}
+
+impl UsageSampler {
     pub fn start(pid: u32) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&done);
@@ -307,12 +353,35 @@ impl RssSampler {
             }
             peak
         });
-        Self { done, thread }
+        Self {
+            done,
+            thread,
+            pid,
+            started: std::time::Instant::now(),
+            server_ticks: process_ticks(pid),
+            machine: machine_ticks(),
+        }
     }
 
-    /// Stops sampling; the peak in MiB, if the process could be read at all.
-    pub fn stop(self) -> Option<f64> {
+    /// Stops sampling and sums up.
+    pub fn stop(self) -> Usage {
+        let wall = self.started.elapsed().as_secs_f64();
+        let cores = cores() as f64;
+        let server_cpu = self
+            .server_ticks
+            .zip(process_ticks(self.pid))
+            .map(|(a, b)| (b - a) as f64 / TICKS_PER_SECOND / wall / cores);
+        let machine_cpu =
+            self.machine
+                .zip(machine_ticks())
+                .map(|((busy0, total0), (busy1, total1))| {
+                    (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64
+                });
         self.done.store(true, Ordering::Relaxed);
-        self.thread.join().ok().flatten()
+        Usage {
+            peak_rss_mib: self.thread.join().ok().flatten(),
+            server_cpu,
+            machine_cpu,
+        }
     }
 }

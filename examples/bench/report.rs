@@ -186,7 +186,7 @@ fn peak_rss(backend: &BackendReport) -> Option<f64> {
     backend
         .rows
         .iter()
-        .filter_map(|row| row.peak_rss_mib)
+        .filter_map(|row| row.usage.peak_rss_mib)
         .chain(backend.hwm_mib)
         .reduce(f64::max)
 }
@@ -299,9 +299,9 @@ fn backend_section(out: &mut String, report: &RunReport, backend: &BackendReport
     writeln!(out, "\n## {}\n", backend.backend.name())?;
     writeln!(
         out,
-        "| scenario | req/s | p50 ms | p99 ms | errors | peak RSS MiB | vs baseline | target | × Django |"
+        "| scenario | req/s | p50 ms | p99 ms | errors | peak RSS MiB | CPU server / all | vs baseline | target | × Django |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|---|")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|")?;
     for row in &backend.rows {
         let ratio = report.ratio(backend, row);
         let vs_django = django(row.scenario).filter(|_| postgres).map_or_else(
@@ -313,14 +313,16 @@ fn backend_section(out: &mut String, report: &RunReport, backend: &BackendReport
         );
         writeln!(
             out,
-            "| {} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {} | {vs_django} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {vs_django} |",
             row.scenario.name(),
             row.m.rate(),
             row.m.p50_ms,
             row.m.p99_ms,
             errors_cell(&row.m),
-            row.peak_rss_mib
+            row.usage
+                .peak_rss_mib
                 .map_or_else(|| "—".to_owned(), |mib| format!("{mib:.1}")),
+            cpu_cell(&row.usage),
             ratio.map_or_else(
                 || "—".to_owned(),
                 |(r, base)| format!("{r:.2} × ({})", base.letter())
@@ -377,6 +379,14 @@ fn target_cell(row: &Row, ratio: Option<(f64, Base)>) -> String {
     }
     match (min_ratio(row.scenario), ratio) {
         (Some(min), Some((r, _))) => format!("≥ {min} {}", tick(r >= min)),
+        _ => "—".to_owned(),
+    }
+}
+
+/// The server's share of all cores and the whole machine's, in percent.
+fn cpu_cell(usage: &crate::load::Usage) -> String {
+    match (usage.server_cpu, usage.machine_cpu) {
+        (Some(server), Some(all)) => format!("{:.0} % / {:.0} %", server * 100.0, all * 100.0),
         _ => "—".to_owned(),
     }
 }

@@ -11,7 +11,7 @@ use diesel::RunQueryDsl;
 use latchkey::db::{self, DbPool, schema};
 
 use crate::{
-    load::{self, LoadConfig, Measurement, RssSampler, Window, Workload},
+    load::{self, LoadConfig, Measurement, UsageSampler, Window, Workload},
     seed::Seeded,
     support::Server,
     workloads::{ApiReset, Forgot, FormReset, GetPage, OpenLink, Site, TokenPool, Via},
@@ -86,8 +86,8 @@ impl Scenario {
 pub struct Row {
     pub scenario: Scenario,
     pub m: Measurement,
-    /// The server's highest resident memory while the scenario ran, in MiB.
-    pub peak_rss_mib: Option<f64>,
+    /// What the server (and the machine) used while the scenario ran.
+    pub usage: load::Usage,
 }
 
 /// Runs every scenario against one server, in order.
@@ -230,18 +230,18 @@ async fn measure<W: Workload>(
     config: &LoadConfig,
     pid: u32,
 ) -> anyhow::Result<Vec<Row>> {
-    let sampler = RssSampler::start(pid);
+    let sampler = UsageSampler::start(pid);
     let m = load::drive(
         Arc::new(workload),
         config.connections,
         Window::after_warmup(config),
     )
     .await;
-    let peak_rss_mib = sampler.stop();
+    let usage = sampler.stop();
     Ok(vec![Row {
         scenario,
         m: m?,
-        peak_rss_mib,
+        usage,
     }])
 }
 
@@ -264,22 +264,22 @@ async fn storm(
         path: "/login",
     };
     let window = Window::after_warmup(config);
-    let sampler = RssSampler::start(pid);
+    let sampler = UsageSampler::start(pid);
     let (resets, logins) = tokio::join!(
         load::drive(Arc::new(resets), config.connections, window),
         load::drive(Arc::new(logins), STORM_READERS, window),
     );
-    let peak_rss_mib = sampler.stop();
+    let usage = sampler.stop();
     Ok(vec![
         Row {
             scenario: Scenario::StormReset,
             m: resets?,
-            peak_rss_mib,
+            usage,
         },
         Row {
             scenario: Scenario::LoginDuringStorm,
             m: logins?,
-            peak_rss_mib,
+            usage,
         },
     ])
 }
