@@ -52,8 +52,12 @@ pub fn oldest(conn: &mut AnyConnection, limit: i64) -> Result<Vec<ResetRequestRo
         .load(conn)?)
 }
 
-/// Removes a request; returns whether this caller removed it. Called first inside the
-/// worker's transaction, it is the claim: of several instances exactly one deletes the row.
-pub fn take(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
-    Ok(diesel::delete(reset_requests::table.find(id)).execute(conn)? == 1)
+/// Removes requests; returns the ids this caller removed. Called first inside the worker's
+/// transaction, it is the claim: of several instances exactly one deletes each row.
+pub fn take(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    Ok(
+        diesel::delete(reset_requests::table.filter(reset_requests::id.eq_any(ids)))
+            .returning(reset_requests::id)
+            .get_results(conn)?,
+    )
 }

@@ -99,19 +99,18 @@ pub fn revoke_for_user(conn: &mut AnyConnection, user_id: i64) -> Result<usize, 
     .execute(conn)?)
 }
 
-/// How many tokens were issued to this user since `since`, and the newest issue time:
+/// When tokens were issued to these users since `since`, as `(user_id, created_at)`:
 /// the inputs of the cooldown and the daily cap.
 pub fn issued_since(
     conn: &mut AnyConnection,
-    user_id: i64,
+    user_ids: &[i64],
     since: NaiveDateTime,
-) -> Result<(i64, Option<NaiveDateTime>), DbError> {
-    let times: Vec<NaiveDateTime> = reset_tokens::table
-        .filter(reset_tokens::user_id.eq(user_id))
+) -> Result<Vec<(i64, NaiveDateTime)>, DbError> {
+    Ok(reset_tokens::table
+        .filter(reset_tokens::user_id.eq_any(user_ids))
         .filter(reset_tokens::created_at.gt(since))
-        .select(reset_tokens::created_at)
-        .load(conn)?;
-    Ok((times.len() as i64, times.into_iter().max()))
+        .select((reset_tokens::user_id, reset_tokens::created_at))
+        .load(conn)?)
 }
 
 /// Drops rows that expired more than a day ago (used ones too: by then they no longer

@@ -105,20 +105,21 @@ pub fn promote(conn: &mut AnyConnection, email: &str) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
-/// The account with this address, locked until the transaction ends on Postgres, so that
-/// two workers handling requests for one address apply the cooldown one after the other.
-/// (SQLite needs no lock: its write transactions are already serialised.)
-pub fn find_by_email_locked(
+/// The accounts with these addresses, locked until the transaction ends on Postgres (in id
+/// order, so two workers never wait on each other crosswise), so that two workers
+/// handling requests for one address apply the cooldown one after the other. (SQLite
+/// needs no lock: its write transactions are already serialised.)
+pub fn find_by_emails_locked(
     conn: &mut AnyConnection,
-    email: &str,
-) -> Result<Option<UserRow>, DbError> {
+    emails: &[&str],
+) -> Result<Vec<UserRow>, DbError> {
+    let query = users::table
+        .filter(users::email.eq_any(emails))
+        .order(users::id.asc());
     match conn {
-        AnyConnection::Postgresql(pg) => Ok(users::table
-            .filter(users::email.eq(email))
-            .select(UserRow::as_select())
-            .for_update()
-            .first(pg)
-            .optional()?),
-        AnyConnection::Sqlite(_) => find_by_email(conn, email),
+        AnyConnection::Postgresql(pg) => {
+            Ok(query.select(UserRow::as_select()).for_update().load(pg)?)
+        }
+        AnyConnection::Sqlite(_) => Ok(query.select(UserRow::as_select()).load(conn)?),
     }
 }

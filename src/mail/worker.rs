@@ -14,6 +14,7 @@ use crate::{
     services::{
         Services,
         audit::{self, Event, EventKind},
+        recovery::REQUEST_BATCH,
     },
 };
 
@@ -31,6 +32,9 @@ const BATCH: i64 = 5;
 /// How often the worker looks for work when nobody wakes it (other instances' rows,
 /// retries that came due).
 const POLL: Duration = Duration::from_secs(1);
+/// Batches of reset requests handled before the queued mail is delivered: a flood of
+/// requests is worked through quickly, yet never keeps mail waiting long.
+const BATCHES_PER_PASS: usize = 20;
 /// How often expired mail is marked and dead sessions and tokens are dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
@@ -90,18 +94,25 @@ impl Worker {
         }
     }
 
-    /// One pass: requests → emails, then delivery.
+    /// One pass: requests → emails (batch after batch, for a while), then delivery.
     pub async fn pass(&self) -> Result<(), crate::services::ServiceError> {
-        let services = self.services.clone();
-        let requests = db::run(&self.services.pool, move |c| {
-            services
-                .process_reset_requests(c)
-                .map_err(|e| db::DbError::Other(e.to_string()))
-        })
-        .await;
-        // Mail already queued goes out even when the requests could not be read this time.
-        if let Err(e) = requests {
-            tracing::error!(error = %e, "reading reset requests failed");
+        for _ in 0..BATCHES_PER_PASS {
+            let services = self.services.clone();
+            let handled = db::run(&self.services.pool, move |c| {
+                services
+                    .process_reset_requests(c)
+                    .map_err(|e| db::DbError::Other(e.to_string()))
+            })
+            .await;
+            match handled {
+                Ok((handled, _)) if (handled as i64) < REQUEST_BATCH => break,
+                Ok(_) => {}
+                // Mail already queued goes out even when the requests could not be read.
+                Err(e) => {
+                    tracing::error!(error = %e, "reading reset requests failed");
+                    break;
+                }
+            }
         }
         loop {
             let rows = db::run(&self.services.pool, |c| outbox::claim_due(c, BATCH, LEASE)).await?;

@@ -9,7 +9,12 @@
 //!   by a conditional update in the same transaction that changes the password, after the
 //!   new password has been validated, so a typo never burns the link.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use chrono::NaiveDateTime;
 
 use crate::{
     db::{self, outbox, reset_requests, reset_tokens, sessions, users, users::UserRow},
@@ -64,8 +69,8 @@ pub enum ResetOutcome {
     Refused(PasswordProblem),
 }
 
-/// The request path handles at most this many queued requests per worker pass.
-const REQUEST_BATCH: i64 = 50;
+/// The worker handles at most this many queued requests per transaction.
+pub const REQUEST_BATCH: i64 = 100;
 
 impl Services {
     /// Queues a reset request. The same single write for every address.
@@ -87,77 +92,92 @@ impl Services {
         Ok(())
     }
 
-    /// Worker step: turns queued requests into tokens and queued emails. Blocking; run it
-    /// through `db::run`. Returns how many emails were queued.
+    /// Worker step: turns up to a batch of queued requests into tokens and queued emails.
+    /// Blocking; run it through `db::run`. Returns how many requests it handled and how
+    /// many emails it queued.
+    ///
+    /// A batch is one transaction of a handful of statements whatever its size (take the
+    /// rows, look up their accounts, read their recent tokens, record the events), plus two
+    /// inserts per email: a flood of requests for unknown addresses costs the worker little,
+    /// so real reset emails do not wait behind it.
     pub fn process_reset_requests(
         &self,
         conn: &mut db::AnyConnection,
-    ) -> Result<usize, ServiceError> {
-        let mut queued = 0;
-        for request in reset_requests::oldest(conn, REQUEST_BATCH)? {
-            // One request that cannot be handled (its transaction rolls back, the row stays
-            // for the next pass) must not hold up the others.
-            match self.process_one(conn, &request) {
-                Ok(true) => queued += 1,
-                Ok(false) => {}
+    ) -> Result<(usize, usize), ServiceError> {
+        let requests = reset_requests::oldest(conn, REQUEST_BATCH)?;
+        // Tokens and sealed emails are made for every request before the transaction:
+        // rendering inside it would hold SQLite's write lock longer for registered
+        // addresses, which a forgot request queued behind it could time.
+        let mut prepared = Vec::with_capacity(requests.len());
+        for request in requests {
+            let token = ResetToken::generate();
+            match self.reset_mail(&token, &request) {
+                Ok(sealed) => prepared.push((request, token, sealed)),
+                // Left queued; it is retried with the next batch.
                 Err(e) => {
-                    tracing::error!(request_id = request.id, error = %e, "reset request failed")
+                    tracing::error!(request_id = request.id, error = %e, "reset email failed")
                 }
             }
         }
-        Ok(queued)
+        if prepared.is_empty() {
+            return Ok((0, 0));
+        }
+        let queued = db::write_transaction(conn, |c| self.handle_batch(c, &prepared))?;
+        Ok((prepared.len(), queued))
     }
 
-    fn process_one(
+    /// The transaction of [`Services::process_reset_requests`]; returns how many emails
+    /// it queued.
+    fn handle_batch(
         &self,
-        conn: &mut db::AnyConnection,
-        request: &reset_requests::ResetRequestRow,
-    ) -> Result<bool, ServiceError> {
+        c: &mut db::AnyConnection,
+        prepared: &[(reset_requests::ResetRequestRow, ResetToken, Vec<u8>)],
+    ) -> Result<usize, db::DbError> {
         let settings = &self.settings;
-        let client = ClientInfo {
-            ip: request.client_ip.clone(),
-            user_agent: request.user_agent.clone(),
-        };
-        // The request's own time and origin: the worker may handle it a moment later.
-        let requested = Event::new(EventKind::ResetRequested)
-            .client(&client)
-            .at(request.created_at);
-        // The token and the sealed email are made for every request, before the write
-        // transaction: rendering inside it would hold SQLite's write lock longer for a
-        // registered address, which a forgot request queued behind it could time.
-        let token = ResetToken::generate();
-        let sealed = self.reset_mail(&token, request)?;
-        db::write_transaction(conn, |c| {
-            // Taking the row is the claim: another instance that got here first wins.
-            if !reset_requests::take(c, request.id)? {
-                return Ok(false);
-            }
-            let Some(user) = users::find_by_email_locked(c, &request.email)? else {
-                tracing::info!("reset requested for an unknown address; nothing sent");
+        // Taking the rows is the claim: rows another instance took first are skipped.
+        let ids: Vec<i64> = prepared.iter().map(|(r, _, _)| r.id).collect();
+        let taken: HashSet<i64> = reset_requests::take(c, &ids)?.into_iter().collect();
+        let emails: Vec<&str> = prepared.iter().map(|(r, _, _)| r.email.as_str()).collect();
+        let users: HashMap<String, UserRow> = users::find_by_emails_locked(c, &emails)?
+            .into_iter()
+            .map(|u| (u.email.clone(), u))
+            .collect();
+        let user_ids: Vec<i64> = users.values().map(|u| u.id).collect();
+        // Per account: tokens issued in the last day and the newest issue time. Updated as
+        // this batch issues tokens, so repeated requests in one batch are throttled too.
+        let mut issued: HashMap<i64, (u32, NaiveDateTime)> = HashMap::new();
+        for (user_id, at) in
+            reset_tokens::issued_since(c, &user_ids, db::now_minus(Duration::from_secs(86_400)))?
+        {
+            let entry = issued.entry(user_id).or_insert((0, at));
+            entry.0 += 1;
+            entry.1 = entry.1.max(at);
+        }
+        let mut queued = 0;
+        for (request, token, sealed) in prepared.iter().filter(|(r, _, _)| taken.contains(&r.id)) {
+            let client = ClientInfo {
+                ip: request.client_ip.clone(),
+                user_agent: request.user_agent.clone(),
+            };
+            // The request's own time and origin: the worker may handle it a moment later.
+            let requested = Event::new(EventKind::ResetRequested)
+                .client(&client)
+                .at(request.created_at);
+            let Some(user) = users.get(&request.email) else {
                 audit::record(
                     c,
                     &requested.detail("no account has this address; nothing sent"),
                 )?;
-                return Ok(false);
+                continue;
             };
             let requested = requested.user(user.id, &user.email);
             if user.disabled {
-                tracing::info!(
-                    user_id = user.id,
-                    "reset requested for a disabled account; nothing sent"
-                );
                 audit::record(c, &requested.detail("account disabled; nothing sent"))?;
-                return Ok(false);
+                continue;
             }
-            let (today, newest) =
-                reset_tokens::issued_since(c, user.id, db::now_minus(Duration::from_secs(86_400)))?;
-            let cooling = newest.is_some_and(|t| t > db::now_minus(settings.reset_cooldown));
-            if cooling || today >= i64::from(settings.reset_daily_cap) {
-                tracing::info!(
-                    user_id = user.id,
-                    cooling,
-                    "reset throttled for this address; nothing sent"
-                );
+            let (today, newest) = issued.get(&user.id).copied().unwrap_or_default();
+            let cooling = today > 0 && newest > db::now_minus(settings.reset_cooldown);
+            if cooling || today >= settings.reset_daily_cap {
                 let limit = if cooling {
                     "a reset email was sent to this address moments ago"
                 } else {
@@ -170,7 +190,7 @@ impl Services {
                     .at(request.created_at)
                     .detail(limit);
                 audit::record(c, &throttled)?;
-                return Ok(false);
+                continue;
             }
             let expires_at = db::now_plus(settings.reset_token_ttl);
             reset_tokens::insert(
@@ -180,12 +200,13 @@ impl Services {
                 &user.email,
                 expires_at,
             )?;
-            outbox::insert(c, user.id, "reset", &user.email, &sealed, Some(expires_at))?;
+            outbox::insert(c, user.id, "reset", &user.email, sealed, Some(expires_at))?;
             audit::record(c, &requested.detail("reset email queued"))?;
-            tracing::info!(user_id = user.id, "reset email queued");
-            Ok(true)
-        })
-        .map_err(Into::into)
+            issued.insert(user.id, (today + 1, db::now()));
+            queued += 1;
+        }
+        tracing::info!(handled = taken.len(), queued, "reset requests handled");
+        Ok(queued)
     }
 
     fn reset_mail(
