@@ -87,6 +87,7 @@ diesel::table! {
         bucket -> Text,
         window_no -> BigInt,
         hits -> BigInt,
+        prev_hits -> BigInt,
         expires_at -> Timestamp,
     }
 }

@@ -23,10 +23,13 @@ CREATE INDEX events_kind ON events (kind, created_at);
 
 -- Hits per client and limit group in fixed windows (window = unix seconds / length);
 -- the limiter weighs the previous window in, so a burst cannot straddle a boundary.
+-- `prev_hits` is the previous window's count, copied when the row is made, so that a hit
+-- is one statement.
 CREATE TABLE rate_limits (
     bucket TEXT NOT NULL,
     window_no BIGINT NOT NULL,
     hits BIGINT NOT NULL,
+    prev_hits BIGINT NOT NULL,
     expires_at TIMESTAMP NOT NULL,
     PRIMARY KEY (bucket, window_no)
 );
