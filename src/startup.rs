@@ -219,7 +219,8 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
     })
     .listen(listener)?
     // Blocking threads only run database work, which waits for one of the pool's
-    // connections anyway: more threads than connections add memory, not throughput.
+    // connections anyway: more threads per worker than connections add memory, not
+    // throughput.
     .worker_max_blocking_threads(pool_size)
     .shutdown_timeout(10)
     .run();

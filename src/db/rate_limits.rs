@@ -10,7 +10,9 @@ use super::{AnyConnection, DbError, schema::rate_limits};
 /// far (this one included) and in the window before it.
 ///
 /// Usually one statement, `UPDATE … RETURNING` (the previous window's count was copied
-/// into the row when it was made). The first hit of a window reads the previous count and
+/// into the row when it was made; hits still landing in the previous window after that,
+/// in flight at the boundary or from an instance whose clock lags, are not weighed in:
+/// a few hits of slack at a boundary, for one statement instead of two). The first hit of a window reads the previous count and
 /// inserts the row; `ON CONFLICT` does not compile on diesel's `MultiConnection`, so when
 /// another instance inserted it first, the unique violation sends us back to the update.
 /// Every statement autocommits: no transaction holds a lock across round trips.

@@ -53,10 +53,22 @@ pub fn oldest(conn: &mut AnyConnection, limit: i64) -> Result<Vec<ResetRequestRo
 }
 
 /// Removes requests; returns the ids this caller removed. Called first inside the worker's
-/// transaction, it is the claim: of several instances exactly one deletes each row.
+/// transaction, it is the claim: of several instances exactly one deletes each row. On
+/// Postgres the rows are locked first with `SKIP LOCKED`, so an instance never waits for
+/// another's batch (nor deadlocks with it): it takes what is free and moves on.
 pub fn take(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    let ids: Vec<i64> = match conn {
+        AnyConnection::Postgresql(pg) => reset_requests::table
+            .filter(reset_requests::id.eq_any(ids))
+            .order(reset_requests::id.asc())
+            .select(reset_requests::id)
+            .for_update()
+            .skip_locked()
+            .load(pg)?,
+        AnyConnection::Sqlite(_) => ids.to_vec(),
+    };
     Ok(
-        diesel::delete(reset_requests::table.filter(reset_requests::id.eq_any(ids)))
+        diesel::delete(reset_requests::table.filter(reset_requests::id.eq_any(&ids)))
             .returning(reset_requests::id)
             .get_results(conn)?,
     )

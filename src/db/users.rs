@@ -106,7 +106,7 @@ pub fn promote(conn: &mut AnyConnection, email: &str) -> Result<bool, DbError> {
 }
 
 /// The accounts with these addresses, locked until the transaction ends on Postgres (in id
-/// order, so two workers never wait on each other crosswise), so that two workers
+/// order, so two workers never lock them crosswise), so that two workers
 /// handling requests for one address apply the cooldown one after the other. (SQLite
 /// needs no lock: its write transactions are already serialised.)
 pub fn find_by_emails_locked(
@@ -117,9 +117,12 @@ pub fn find_by_emails_locked(
         .filter(users::email.eq_any(emails))
         .order(users::id.asc());
     match conn {
-        AnyConnection::Postgresql(pg) => {
-            Ok(query.select(UserRow::as_select()).for_update().load(pg)?)
-        }
+        // NO KEY UPDATE: workers still take turns on an account, but foreign-key checks
+        // (a sign-in's new session row) are not held up by a worker's batch.
+        AnyConnection::Postgresql(pg) => Ok(query
+            .select(UserRow::as_select())
+            .for_no_key_update()
+            .load(pg)?),
         AnyConnection::Sqlite(_) => Ok(query.select(UserRow::as_select()).load(conn)?),
     }
 }

@@ -105,7 +105,7 @@ impl Worker {
             })
             .await;
             match handled {
-                Ok((handled, _)) if (handled as i64) < REQUEST_BATCH => break,
+                Ok(handled) if (handled as i64) < REQUEST_BATCH => break,
                 Ok(_) => {}
                 // Mail already queued goes out even when the requests could not be read.
                 Err(e) => {

@@ -111,6 +111,11 @@ impl Hasher {
         // The permit travels with the job: if the caller goes away, the job still holds
         // its slot until it finishes, so the bound is never exceeded.
         let job: Job = Box::new(move || {
+            // The caller went away while this waited (a client that gave up): nobody
+            // wants the result, so its slot goes to the next job at once.
+            if done.is_closed() {
+                return;
+            }
             let outcome = job();
             drop(admitted);
             let _ = done.send(outcome);
@@ -176,7 +181,7 @@ impl Hasher {
                     PasswordHash::new(&dummy).map_err(|e| HashError::Internal(e.to_string()))?
                 }
             };
-            let verified = verify_once(password.expose(), &parsed, &verifications);
+            let verified = verify_once(password.expose(), &parsed, &params, &verifications);
             let matches = verified && exists;
             let rehashed = if matches && needs_rehash(&parsed, &params) {
                 Some(hash_with(&params, password.expose())?)
@@ -217,7 +222,11 @@ fn start_threads(n: usize) -> Result<mpsc::Sender<Job>, HashError> {
 }
 
 /// One argon2 verification, counted.
-fn verify_once(password: &str, hash: &PasswordHash, count: &AtomicU64) -> bool {
+/// Checks a password against a stored hash at the hash's own cost. The thread's reusable
+/// memory serves hashes up to the configured cost (`current`); a costlier one (older
+/// settings) gets memory of its own, freed afterwards, so no thread keeps more than the
+/// configured cost and an absurd stored cost is a failed allocation, not an abort.
+fn verify_once(password: &str, hash: &PasswordHash, current: &Params, count: &AtomicU64) -> bool {
     count.fetch_add(1, Ordering::Relaxed);
     if hash.algorithm != ARGON2ID_IDENT {
         // Not one of ours (an imported hash): the library's own check, allocations and all.
@@ -229,19 +238,19 @@ fn verify_once(password: &str, hash: &PasswordHash, count: &AtomicU64) -> bool {
     else {
         return false;
     };
-    let version = hash
-        .version
-        .map_or(Ok(Version::V0x13), Version::try_from)
-        .unwrap_or(Version::V0x13);
+    let Ok(version) = hash.version.map_or(Ok(Version::V0x13), Version::try_from) else {
+        return false;
+    };
     let mut out = vec![0u8; expected.len()];
-    let computed = with_memory(params.block_count(), |memory| {
-        Argon2::new(Algorithm::Argon2id, version, params).hash_password_into_with_memory(
-            password.as_bytes(),
-            salt,
-            &mut out,
-            memory,
-        )
-    });
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(Algorithm::Argon2id, version, params);
+    let computed = if blocks <= current.block_count() {
+        with_memory(blocks, |memory| {
+            argon2.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+        })
+    } else {
+        argon2.hash_password_into(password.as_bytes(), salt, &mut out)
+    };
     // `Output` compares in constant time.
     computed.is_ok() && Output::new(&out).is_ok_and(|out| out == *expected)
 }
@@ -329,8 +338,21 @@ mod tests {
                     .is_ok()
             );
             let count = AtomicU64::new(0);
-            assert!(verify_once("plum tractor violet", &parsed, &count));
-            assert!(!verify_once("plum tractor violef", &parsed, &count));
+            assert!(verify_once("plum tractor violet", &parsed, &params, &count));
+            assert!(!verify_once(
+                "plum tractor violef",
+                &parsed,
+                &params,
+                &count
+            ));
+            // Verified under a cheaper configuration: the costlier stored hash still checks.
+            let cheaper = Params::new(512, 1, 1, Some(32)).unwrap();
+            assert!(verify_once(
+                "plum tractor violet",
+                &parsed,
+                &cheaper,
+                &count
+            ));
         }
         // A second hash on the same thread reuses the memory and still differs (salt).
         assert_ne!(hash_with(&params, "plum tractor violet").unwrap(), ours);

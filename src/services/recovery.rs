@@ -58,6 +58,14 @@ impl TokenHash {
     }
 }
 
+/// A queued request with what it needs if it turns out to deserve an email, made before
+/// the worker's transaction.
+struct Prepared {
+    request: reset_requests::ResetRequestRow,
+    token_hash: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
 /// What a reset attempt came to.
 #[derive(Debug)]
 pub enum ResetOutcome {
@@ -93,8 +101,8 @@ impl Services {
     }
 
     /// Worker step: turns up to a batch of queued requests into tokens and queued emails.
-    /// Blocking; run it through `db::run`. Returns how many requests it handled and how
-    /// many emails it queued.
+    /// Blocking; run it through `db::run`. Returns how many queued requests it read (a
+    /// full batch means there may be more).
     ///
     /// A batch is one transaction of a handful of statements whatever its size (take the
     /// rows, look up their accounts, read their recent tokens, record the events), plus two
@@ -103,16 +111,21 @@ impl Services {
     pub fn process_reset_requests(
         &self,
         conn: &mut db::AnyConnection,
-    ) -> Result<(usize, usize), ServiceError> {
+    ) -> Result<usize, ServiceError> {
         let requests = reset_requests::oldest(conn, REQUEST_BATCH)?;
-        // Tokens and sealed emails are made for every request before the transaction:
-        // rendering inside it would hold SQLite's write lock longer for registered
-        // addresses, which a forgot request queued behind it could time.
+        let handled = requests.len();
+        // Tokens, their hashes and sealed emails are made for every request before the
+        // transaction: doing it inside would hold SQLite's write lock longer for
+        // registered addresses, which a forgot request queued behind it could time.
         let mut prepared = Vec::with_capacity(requests.len());
         for request in requests {
             let token = ResetToken::generate();
             match self.reset_mail(&token, &request) {
-                Ok(sealed) => prepared.push((request, token, sealed)),
+                Ok(sealed) => prepared.push(Prepared {
+                    token_hash: self.keys.token_hash(token.expose()),
+                    request,
+                    sealed,
+                }),
                 // Left queued; it is retried with the next batch.
                 Err(e) => {
                     tracing::error!(request_id = request.id, error = %e, "reset email failed")
@@ -120,10 +133,43 @@ impl Services {
             }
         }
         if prepared.is_empty() {
-            return Ok((0, 0));
+            return Ok(handled);
         }
-        let queued = db::write_transaction(conn, |c| self.handle_batch(c, &prepared))?;
-        Ok((prepared.len(), queued))
+        if let Err(e) = db::write_transaction(conn, |c| self.handle_batch(c, &prepared)) {
+            // One request must not hold up the others: on failure, each goes alone, and
+            // one that fails alone too is dropped (and audited) rather than retried forever.
+            tracing::warn!(error = %e, "reset batch failed; handling its requests one by one");
+            for one in &prepared {
+                if let Err(e) =
+                    db::write_transaction(conn, |c| self.handle_batch(c, std::slice::from_ref(one)))
+                {
+                    tracing::error!(request_id = one.request.id, error = %e, "reset request dropped");
+                    self.drop_request(conn, &one.request)?;
+                }
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Removes a request that cannot be handled, and says so in the audit trail.
+    fn drop_request(
+        &self,
+        conn: &mut db::AnyConnection,
+        request: &reset_requests::ResetRequestRow,
+    ) -> Result<(), ServiceError> {
+        let client = ClientInfo {
+            ip: request.client_ip.clone(),
+            user_agent: request.user_agent.clone(),
+        };
+        let event = Event::new(EventKind::ResetRequested)
+            .client(&client)
+            .at(request.created_at)
+            .detail("could not be handled; nothing sent");
+        db::write_transaction(conn, |c| {
+            reset_requests::take(c, &[request.id])?;
+            audit::record(c, &event)
+        })?;
+        Ok(())
     }
 
     /// The transaction of [`Services::process_reset_requests`]; returns how many emails
@@ -131,13 +177,21 @@ impl Services {
     fn handle_batch(
         &self,
         c: &mut db::AnyConnection,
-        prepared: &[(reset_requests::ResetRequestRow, ResetToken, Vec<u8>)],
+        prepared: &[Prepared],
     ) -> Result<usize, db::DbError> {
         let settings = &self.settings;
-        // Taking the rows is the claim: rows another instance took first are skipped.
-        let ids: Vec<i64> = prepared.iter().map(|(r, _, _)| r.id).collect();
+        // Taking the rows is the claim: rows another instance took (or is taking) are
+        // skipped, and only the accounts of the rows taken are looked up and locked.
+        let ids: Vec<i64> = prepared.iter().map(|p| p.request.id).collect();
         let taken: HashSet<i64> = reset_requests::take(c, &ids)?.into_iter().collect();
-        let emails: Vec<&str> = prepared.iter().map(|(r, _, _)| r.email.as_str()).collect();
+        let mine: Vec<&Prepared> = prepared
+            .iter()
+            .filter(|p| taken.contains(&p.request.id))
+            .collect();
+        if mine.is_empty() {
+            return Ok(0);
+        }
+        let emails: Vec<&str> = mine.iter().map(|p| p.request.email.as_str()).collect();
         let users: HashMap<String, UserRow> = users::find_by_emails_locked(c, &emails)?
             .into_iter()
             .map(|u| (u.email.clone(), u))
@@ -154,7 +208,12 @@ impl Services {
             entry.1 = entry.1.max(at);
         }
         let mut queued = 0;
-        for (request, token, sealed) in prepared.iter().filter(|(r, _, _)| taken.contains(&r.id)) {
+        for Prepared {
+            request,
+            token_hash,
+            sealed,
+        } in mine
+        {
             let client = ClientInfo {
                 ip: request.client_ip.clone(),
                 user_agent: request.user_agent.clone(),
@@ -193,13 +252,7 @@ impl Services {
                 continue;
             }
             let expires_at = db::now_plus(settings.reset_token_ttl);
-            reset_tokens::insert(
-                c,
-                user.id,
-                &self.keys.token_hash(token.expose()),
-                &user.email,
-                expires_at,
-            )?;
+            reset_tokens::insert(c, user.id, token_hash, &user.email, expires_at)?;
             outbox::insert(c, user.id, "reset", &user.email, sealed, Some(expires_at))?;
             audit::record(c, &requested.detail("reset email queued"))?;
             issued.insert(user.id, (today + 1, db::now()));
