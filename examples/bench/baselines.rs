@@ -96,9 +96,8 @@ fn hash_loop(params: &Params, start: Instant, end: Instant) -> anyhow::Result<us
 // (b) the database floor of a forgot request
 
 /// Baseline (b): the forgot handler's statements in a closed loop on `connections`
-/// tasks over `pool`, one `db::run` per request. The handler makes two hops to the
-/// blocking pool (the limiter's, then the queued request's); that gap is part of what
-/// the ratio shows.
+/// tasks over `pool`, one `db::run` per request, as the handler does them; the gap is
+/// everything else the handler does (HTTP, CSRF, the page) and the worker behind it.
 pub async fn db_floor(
     pool: &DbPool,
     config: &LoadConfig,

@@ -292,8 +292,8 @@ fn baselines(out: &mut String, report: &RunReport) -> fmt::Result {
     }
     writeln!(
         out,
-        "\nThe forgot handler makes two hops to the blocking pool (the limiter's, then the \
-         queued request's) where (b) makes one; that gap is part of what its ratio shows."
+        "\nBaseline (b) runs the forgot handler's statements in one hop to the blocking pool, \
+         as the handler does; the gap is HTTP, CSRF, the page, and the worker behind them."
     )
 }
 

@@ -89,6 +89,25 @@ pub fn judge(limit: RateLimit, current: i64, previous: i64, elapsed: f64) -> Ver
     }
 }
 
+/// A hit, ready to be counted: everything but the database work, so that a caller can
+/// count it in the same blocking hop as its own statements.
+pub struct PendingHit {
+    limit: RateLimit,
+    bucket: String,
+    window_no: i64,
+    elapsed: f64,
+    expires_at: chrono::NaiveDateTime,
+}
+
+impl PendingHit {
+    /// Counts the hit (blocking) and judges it.
+    pub fn count(&self, conn: &mut db::AnyConnection) -> Result<Verdict, db::DbError> {
+        let (current, previous) =
+            rate_limits::hit(conn, &self.bucket, self.window_no, self.expires_at)?;
+        Ok(judge(self.limit, current, previous, self.elapsed))
+    }
+}
+
 impl Services {
     /// Counts one request of `client` against `group`'s limit; `ServiceError::Throttled`
     /// when the client is over it. The same statements run for every request of the group,
@@ -100,22 +119,34 @@ impl Services {
     ) -> Result<(), ServiceError> {
         match self.count_hit(group, client).await? {
             Verdict::Allowed => Ok(()),
-            Verdict::Refused { retry_after, first } => {
-                tracing::info!(group = group.name(), "client throttled");
-                if first {
-                    self.record(
-                        Event::new(EventKind::Throttled)
-                            .detail(format!(
-                                "too many {} requests from this address",
-                                group.name()
-                            ))
-                            .client(client),
-                    )
-                    .await?;
-                }
-                Err(ServiceError::Throttled { retry_after })
+            refused => Err(self.refusal(group, client, refused).await),
+        }
+    }
+
+    /// The error for a refused hit, after logging it and auditing the first refusal of a
+    /// flood (the flood after it would otherwise write one event per request).
+    pub async fn refusal(
+        &self,
+        group: LimitGroup,
+        client: &ClientInfo,
+        verdict: Verdict,
+    ) -> ServiceError {
+        let Verdict::Refused { retry_after, first } = verdict else {
+            return ServiceError::Internal("an allowed hit was refused".into());
+        };
+        tracing::info!(group = group.name(), "client throttled");
+        if first {
+            let event = Event::new(EventKind::Throttled)
+                .detail(format!(
+                    "too many {} requests from this address",
+                    group.name()
+                ))
+                .client(client);
+            if let Err(e) = self.record(event).await {
+                return e;
             }
         }
+        ServiceError::Throttled { retry_after }
     }
 
     /// Counts one hit of `client` against `group`'s limit and says whether it is still
@@ -133,29 +164,33 @@ impl Services {
         group: LimitGroup,
         client: &ClientInfo,
     ) -> Result<Verdict, ServiceError> {
+        match self.pending_hit(group, client) {
+            None => Ok(Verdict::Allowed),
+            Some(hit) => Ok(db::run(&self.pool, move |c| hit.count(c)).await?),
+        }
+    }
+
+    /// The hit a request of `client` makes on `group`'s limit; `None` when the group's
+    /// limit is off.
+    pub fn pending_hit(&self, group: LimitGroup, client: &ClientInfo) -> Option<PendingHit> {
         let limits = &self.settings.rate_limits;
         let limit = match group {
             LimitGroup::Forgot => limits.forgot,
             LimitGroup::Login => limits.login,
             LimitGroup::Reset | LimitGroup::DeadLinks => limits.reset,
-        };
-        let Some(limit) = limit else {
-            return Ok(Verdict::Allowed);
-        };
+        }?;
         let window_us = i64::try_from(limit.window.as_micros())
             .unwrap_or(i64::MAX)
             .max(1);
         let now_us = db::now().and_utc().timestamp_micros();
-        let window_no = now_us.div_euclid(window_us);
-        let elapsed = now_us.rem_euclid(window_us) as f64 / window_us as f64;
-        // The counter is read during its own window and the next one, then purged.
-        let expires_at = db::now_plus(limit.window.saturating_mul(2));
-        let bucket = format!("{}:{}", group.name(), client_bucket(&client.ip));
-        let (current, previous) = db::run(&self.pool, move |c| {
-            rate_limits::hit(c, &bucket, window_no, expires_at)
+        Some(PendingHit {
+            limit,
+            bucket: format!("{}:{}", group.name(), client_bucket(&client.ip)),
+            window_no: now_us.div_euclid(window_us),
+            elapsed: now_us.rem_euclid(window_us) as f64 / window_us as f64,
+            // The counter is read during its own window and the next one, then purged.
+            expires_at: db::now_plus(limit.window.saturating_mul(2)),
         })
-        .await?;
-        Ok(judge(limit, current, previous, elapsed))
     }
 }
 

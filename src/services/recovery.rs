@@ -25,7 +25,7 @@ use crate::{
 use super::{
     ClientInfo, ServiceError, Services,
     audit::{self, Event, EventKind},
-    limits::LimitGroup,
+    limits::{LimitGroup, Verdict},
 };
 
 /// The keyed hashes a token may be stored under (the current key's first, then the one
@@ -81,21 +81,33 @@ pub enum ResetOutcome {
 pub const REQUEST_BATCH: i64 = 100;
 
 impl Services {
-    /// Queues a reset request. The same single write for every address.
+    /// Counts the request against the client's forgot limit and, unless it is over,
+    /// queues it: the same statements, in one blocking hop, for every address.
     pub async fn request_reset(
         &self,
         email: &EmailAddress,
         client: &ClientInfo,
     ) -> Result<(), ServiceError> {
+        let hit = self.pending_hit(LimitGroup::Forgot, client);
         let (email, ip, ua) = (
             email.as_str().to_owned(),
             client.ip.clone(),
             truncate(&client.user_agent, 512),
         );
-        db::run(&self.pool, move |c| {
-            reset_requests::insert(c, &email, &ip, &ua)
+        let verdict = db::run(&self.pool, move |c| {
+            let verdict = match &hit {
+                Some(hit) => hit.count(c)?,
+                None => Verdict::Allowed,
+            };
+            if verdict == Verdict::Allowed {
+                reset_requests::insert(c, &email, &ip, &ua)?;
+            }
+            Ok(verdict)
         })
         .await?;
+        if verdict != Verdict::Allowed {
+            return Err(self.refusal(LimitGroup::Forgot, client, verdict).await);
+        }
         self.mail_wake.notify_one();
         Ok(())
     }

@@ -34,14 +34,19 @@ pub async fn forgot(
     Client(client): Client,
     body: Json<ForgotRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.services.throttle(LimitGroup::Forgot, &client).await?;
-    let email = EmailAddress::parse(&body.email).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_email",
-            e.to_string(),
-        )
-    })?;
+    let email = match EmailAddress::parse(&body.email) {
+        Ok(email) => email,
+        Err(e) => {
+            // Counted against the limit too; a valid address is counted by
+            // `request_reset`, in the same hop as its queueing.
+            state.services.throttle(LimitGroup::Forgot, &client).await?;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_email",
+                e.to_string(),
+            ));
+        }
+    };
     state.services.request_reset(&email, &client).await?;
     Ok(HttpResponse::Ok().json(ForgotResponse {
         ok: true,

@@ -81,18 +81,22 @@ pub async fn forgot(
     form: Form<ForgotForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
-    state.services.throttle(LimitGroup::Forgot, &client).await?;
     let l = layout(csrf.token(), None);
     match EmailAddress::parse(&form.email) {
-        Err(e) => page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &ForgotPage {
-                l,
-                email: form.email.chars().take(254).collect(),
-                error: Some(e.to_string()),
-                sent: None,
-            },
-        ),
+        // An invalid address counts against the limit too; a valid one is counted by
+        // `request_reset`, in the same hop as its queueing.
+        Err(e) => {
+            state.services.throttle(LimitGroup::Forgot, &client).await?;
+            page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ForgotPage {
+                    l,
+                    email: form.email.chars().take(254).collect(),
+                    error: Some(e.to_string()),
+                    sent: None,
+                },
+            )
+        }
         Ok(email) => {
             state.services.request_reset(&email, &client).await?;
             page(
