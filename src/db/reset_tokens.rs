@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use super::{
     AnyConnection, DbError,
     schema::{reset_tokens, users},
+    users::UserRow,
 };
 
 /// A token row.
@@ -52,14 +53,16 @@ pub fn insert(
 }
 
 /// The token stored under one of these hashes, used or not, expired or not (the caller
-/// says why a dead link is dead).
-pub fn find(
+/// says why a dead link is dead), with its account: one query, as a token cannot outlive
+/// its account (`ON DELETE CASCADE`).
+pub fn find_with_user(
     conn: &mut AnyConnection,
     token_hashes: &[Vec<u8>],
-) -> Result<Option<ResetTokenRow>, DbError> {
+) -> Result<Option<(ResetTokenRow, UserRow)>, DbError> {
     Ok(reset_tokens::table
+        .inner_join(users::table)
         .filter(reset_tokens::token_hash.eq_any(token_hashes))
-        .select(ResetTokenRow::as_select())
+        .select((ResetTokenRow::as_select(), UserRow::as_select()))
         .first(conn)
         .optional()?)
 }

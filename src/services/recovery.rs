@@ -453,16 +453,10 @@ enum LinkState {
 }
 
 fn link_state(conn: &mut db::AnyConnection, hashes: &[Vec<u8>]) -> Result<LinkState, db::DbError> {
-    let Some(token) = reset_tokens::find(conn, hashes)? else {
+    let Some((token, user)) = reset_tokens::find_with_user(conn, hashes)? else {
         return Ok(LinkState::Dead {
             user: None,
             why: "unknown link",
-        });
-    };
-    let Some(user) = users::find(conn, token.user_id)? else {
-        return Ok(LinkState::Dead {
-            user: None,
-            why: "account deleted",
         });
     };
     let why = if token.used_at.is_some() {
