@@ -24,6 +24,13 @@ pub enum PageError {
     Csrf,
     #[error("not found")]
     NotFound,
+    /// A page that needs a signed-in user: answered with a 303 to the sign-in form, which
+    /// comes back to `next` (a local path) afterwards.
+    #[error("sign-in required")]
+    SignInRequired { next: String },
+    /// A signed-in user without the admin role asked for an admin page.
+    #[error("admins only")]
+    AdminsOnly,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("payload too large")]
@@ -71,6 +78,8 @@ impl ResponseError for PageError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::SignInRequired { .. } => StatusCode::SEE_OTHER,
+            Self::AdminsOnly => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,6 +89,12 @@ impl ResponseError for PageError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::SignInRequired { next } = self {
+            let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+            return HttpResponse::SeeOther()
+                .insert_header(("Location", format!("/login?next={next}")))
+                .finish();
+        }
         let id = matches!(self, Self::Internal(_)).then(error_id);
         if let (Self::Internal(cause), Some(id)) = (self, &id) {
             tracing::error!(error_id = %id, cause = %cause, "internal error");
@@ -95,7 +110,14 @@ impl ResponseError for PageError {
                 "Form expired",
                 "This form could not be verified. Go back, reload the page and try again.",
             ),
-            Self::NotFound => ("Page not found", "There is nothing at this address."),
+            Self::NotFound | Self::SignInRequired { .. } => {
+                ("Page not found", "There is nothing at this address.")
+            }
+            Self::AdminsOnly => (
+                "Admins only",
+                "This page is for administrators, and your account is not one. \
+                 Ask an administrator if you need access.",
+            ),
             Self::MethodNotAllowed => (
                 "Method not allowed",
                 "This page does not accept that kind of request.",

@@ -238,7 +238,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
 
 /// The pages' routes.
 fn page_routes(cfg: &mut web::ServiceConfig) {
-    use handlers::{account, auth, dev, recovery};
+    use handlers::{account, admin, auth, dev, recovery};
     let resource =
         |path: &str| web::resource(path).default_service(web::to(page_method_not_allowed));
     cfg.service(resource("/").get(auth::home))
@@ -262,7 +262,17 @@ fn page_routes(cfg: &mut web::ServiceConfig) {
                 .get(recovery::reset_form)
                 .post(recovery::reset),
         )
-        .service(resource("/dev/mail").get(dev::mailbox));
+        .service(resource("/dev/mail").get(dev::mailbox))
+        .service(resource("/admin").get(admin::events::dashboard))
+        .service(resource("/admin/users").get(admin::users::list))
+        .service(resource("/admin/users/{id}").get(admin::users::detail))
+        .service(resource("/admin/users/{id}/reset-email").post(admin::users::send_reset))
+        .service(resource("/admin/users/{id}/end-sessions").post(admin::users::end_sessions))
+        .service(resource("/admin/users/{id}/disable").post(admin::users::disable))
+        .service(resource("/admin/users/{id}/enable").post(admin::users::enable))
+        .service(resource("/admin/events").get(admin::events::list))
+        .service(resource("/admin/outbox").get(admin::outbox::list))
+        .service(resource("/admin/outbox/{id}/retry").post(admin::outbox::retry));
 }
 
 /// Routes outside the session and CSRF middleware.

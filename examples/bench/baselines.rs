@@ -146,7 +146,7 @@ impl Workload for DbFloor {
         let bucket = format!("forgot:{ip}");
         let done = db::run(&self.pool, move |c| {
             rate_limits::hit(c, &bucket, window_no, expires_at)?;
-            reset_requests::insert(c, &email, &ip, "")
+            reset_requests::insert(c, &email, &ip, "", None)
         })
         .await;
         match done {

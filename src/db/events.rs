@@ -3,7 +3,11 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::{AnyConnection, DbError, schema::events};
+use super::{
+    AnyConnection, DbError,
+    keyset::{Keyset, Page},
+    schema::events,
+};
 
 /// An audit event as stored.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -57,4 +61,88 @@ pub fn recent(
         query = query.filter(events::user_id.eq(id));
     }
     Ok(query.load(conn)?)
+}
+
+/// Where an event sits in the newest-first log: its time, then its id among equal times.
+pub type EventKey = (NaiveDateTime, i64);
+
+/// Which events an admin asked to see; every field narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub kind: Option<String>,
+    /// Only events about these accounts.
+    pub user_ids: Option<Vec<i64>>,
+    /// Only events whose address contains this fragment (a scan: used only when the
+    /// fragment is too common to list the accounts it matches).
+    pub email_fragment: Option<String>,
+    pub client_ip: Option<String>,
+    /// From this time, inclusive.
+    pub from: Option<NaiveDateTime>,
+    /// Until this time, exclusive.
+    pub until: Option<NaiveDateTime>,
+}
+
+/// A page of events, newest first. Each filter has an index ending in (created_at, id), so
+/// a page is one index range walked from the key.
+pub fn page(
+    conn: &mut AnyConnection,
+    filter: &EventFilter,
+    keyset: Keyset<EventKey>,
+    limit: usize,
+) -> Result<Page<EventRow, EventKey>, DbError> {
+    let mut query = events::table
+        .select(EventRow::as_select())
+        .limit(limit as i64 + 1)
+        .into_boxed();
+    if let Some(kind) = &filter.kind {
+        query = query.filter(events::kind.eq(kind.clone()));
+    }
+    if let Some(ids) = &filter.user_ids {
+        query = query.filter(events::user_id.eq_any(ids.clone()));
+    }
+    if let Some(fragment) = &filter.email_fragment {
+        query = query.filter(
+            events::email
+                .like(super::users::contains_pattern(fragment))
+                .escape('\\'),
+        );
+    }
+    if let Some(ip) = &filter.client_ip {
+        query = query.filter(events::client_ip.eq(ip.clone()));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(events::created_at.ge(from));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(events::created_at.lt(until));
+    }
+    // `(created_at, id) < (t, i)`, written so that `created_at <= t` bounds the index range.
+    query = match keyset {
+        Keyset::First => query.order((events::created_at.desc(), events::id.desc())),
+        Keyset::Before((at, id)) => query
+            .filter(events::created_at.le(at))
+            .filter(events::created_at.lt(at).or(events::id.lt(id)))
+            .order((events::created_at.desc(), events::id.desc())),
+        Keyset::After((at, id)) => query
+            .filter(events::created_at.ge(at))
+            .filter(events::created_at.gt(at).or(events::id.gt(id)))
+            .order((events::created_at.asc(), events::id.asc())),
+    };
+    let rows = query.load(conn)?;
+    Ok(Page::from_rows(rows, keyset, limit, |e| {
+        (e.created_at, e.id)
+    }))
+}
+
+/// How many events of `kind` happened since `since` (an index range count).
+pub fn count_since(
+    conn: &mut AnyConnection,
+    kind: &str,
+    since: NaiveDateTime,
+) -> Result<i64, DbError> {
+    Ok(events::table
+        .filter(events::kind.eq(kind))
+        .filter(events::created_at.ge(since))
+        .count()
+        .get_result(conn)?)
 }

@@ -5,6 +5,7 @@
 //! per-table files, and never learns which database it has.
 
 pub mod events;
+pub mod keyset;
 pub mod outbox;
 pub mod rate_limits;
 pub mod reset_requests;

@@ -4,7 +4,11 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::{AnyConnection, DbError, schema::outbox};
+use super::{
+    AnyConnection, DbError,
+    keyset::{Keyset, Page},
+    schema::outbox,
+};
 
 /// Statuses a message moves through.
 pub mod status {
@@ -151,7 +155,9 @@ pub fn mark_sent(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Records a failed attempt: retried at `retry_at`, or given up (`None`).
+/// Records a failed attempt: retried at `retry_at`, or given up (`None`). A message given
+/// up on keeps its sealed body so that an admin can retry it; housekeeping scrubs it when
+/// its link expires ([`expire_stale`]).
 pub fn mark_attempt_failed(
     conn: &mut AnyConnection,
     id: i64,
@@ -174,30 +180,126 @@ pub fn mark_attempt_failed(
                 outbox::attempts.eq(outbox::attempts + 1),
                 outbox::locked_until.eq(None::<NaiveDateTime>),
                 outbox::last_error.eq(Some(error)),
-                outbox::payload.eq(Vec::<u8>::new()),
             ))
             .execute(conn)?,
     };
     Ok(())
 }
 
-/// Gives up on queued messages whose link has expired, scrubbing their bodies.
+/// How long a failed message without a link keeps its body for an admin's retry.
+pub const FAILED_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Gives up on queued messages whose link has expired, and scrubs the bodies of failed
+/// messages that can no longer be retried (link expired, or failed long ago).
 pub fn expire_stale(conn: &mut AnyConnection) -> Result<usize, DbError> {
     let now = super::now();
-    Ok(diesel::update(
+    let scrubbed = diesel::update(
         outbox::table
-            .filter(outbox::status.eq(status::QUEUED))
-            .filter(outbox::expires_at.lt(now)),
+            .filter(outbox::status.eq(status::FAILED))
+            .filter(outbox::payload.ne(Vec::<u8>::new()))
+            .filter(
+                outbox::expires_at.lt(now).or(outbox::expires_at
+                    .is_null()
+                    .and(outbox::created_at.lt(super::now_minus(FAILED_KEPT_FOR)))),
+            ),
     )
-    .set((
-        outbox::status.eq(status::EXPIRED),
-        outbox::payload.eq(Vec::<u8>::new()),
-        outbox::locked_until.eq(None::<NaiveDateTime>),
-    ))
-    .execute(conn)?)
+    .set(outbox::payload.eq(Vec::<u8>::new()))
+    .execute(conn)?;
+    Ok(scrubbed
+        + diesel::update(
+            outbox::table
+                .filter(outbox::status.eq(status::QUEUED))
+                .filter(outbox::expires_at.lt(now)),
+        )
+        .set((
+            outbox::status.eq(status::EXPIRED),
+            outbox::payload.eq(Vec::<u8>::new()),
+            outbox::locked_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?)
 }
 
-/// Every row, newest first (for tests and, later, the admin outbox page).
+/// An outbox row as the admin page lists it: never its body.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxSummary {
+    pub id: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub sent_at: Option<NaiveDateTime>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub user_id: Option<i64>,
+}
+
+/// A page of messages, newest first, optionally of one status.
+pub fn page(
+    conn: &mut AnyConnection,
+    status: Option<&str>,
+    keyset: Keyset<i64>,
+    limit: usize,
+) -> Result<Page<(OutboxSummary, bool), i64>, DbError> {
+    let mut query = outbox::table
+        .select((
+            OutboxSummary::as_select(),
+            outbox::payload.ne(Vec::<u8>::new()),
+        ))
+        .limit(limit as i64 + 1)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(outbox::status.eq(status.to_owned()));
+    }
+    query = match keyset {
+        Keyset::First => query.order(outbox::id.desc()),
+        Keyset::Before(id) => query.filter(outbox::id.lt(id)).order(outbox::id.desc()),
+        Keyset::After(id) => query.filter(outbox::id.gt(id)).order(outbox::id.asc()),
+    };
+    let rows = query.load(conn)?;
+    Ok(Page::from_rows(rows, keyset, limit, |(m, _)| m.id))
+}
+
+/// How many messages have this status.
+pub fn count_status(conn: &mut AnyConnection, status: &str) -> Result<i64, DbError> {
+    Ok(outbox::table
+        .filter(outbox::status.eq(status))
+        .count()
+        .get_result(conn)?)
+}
+
+/// One message, for the admin's retry.
+pub fn summary(conn: &mut AnyConnection, id: i64) -> Result<Option<OutboxSummary>, DbError> {
+    Ok(outbox::table
+        .find(id)
+        .select(OutboxSummary::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Puts a failed message back in the queue with a fresh set of attempts, if it still has
+/// its body and its link has not expired; returns whether it did.
+pub fn requeue_failed(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
+    let now = super::now();
+    let n = diesel::update(
+        outbox::table
+            .find(id)
+            .filter(outbox::status.eq(status::FAILED))
+            .filter(outbox::payload.ne(Vec::<u8>::new()))
+            .filter(outbox::expires_at.is_null().or(outbox::expires_at.gt(now))),
+    )
+    .set((
+        outbox::status.eq(status::QUEUED),
+        outbox::attempts.eq(0),
+        outbox::next_attempt_at.eq(now),
+        outbox::locked_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Every row, newest first (for tests).
 pub fn recent(conn: &mut AnyConnection, limit: i64) -> Result<Vec<OutboxRow>, DbError> {
     Ok(outbox::table
         .order(outbox::id.desc())

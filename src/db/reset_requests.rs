@@ -14,6 +14,8 @@ pub struct ResetRequestRow {
     pub client_ip: String,
     pub user_agent: String,
     pub created_at: NaiveDateTime,
+    /// The admin who asked, when one did.
+    pub actor_id: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -23,6 +25,7 @@ struct NewResetRequest<'a> {
     client_ip: &'a str,
     user_agent: &'a str,
     created_at: NaiveDateTime,
+    actor_id: Option<i64>,
 }
 
 /// Queues a request: the only write of a forgot request, whatever the address.
@@ -31,6 +34,7 @@ pub fn insert(
     email: &str,
     client_ip: &str,
     user_agent: &str,
+    actor_id: Option<i64>,
 ) -> Result<(), DbError> {
     diesel::insert_into(reset_requests::table)
         .values(NewResetRequest {
@@ -38,6 +42,7 @@ pub fn insert(
             client_ip,
             user_agent,
             created_at: super::now(),
+            actor_id,
         })
         .execute(conn)?;
     Ok(())

@@ -11,6 +11,7 @@ diesel::table! {
         created_at -> Timestamp,
         password_changed_at -> Timestamp,
         last_login_at -> Nullable<Timestamp>,
+        last_reset_at -> Nullable<Timestamp>,
     }
 }
 
@@ -21,6 +22,7 @@ diesel::table! {
         client_ip -> Text,
         user_agent -> Text,
         created_at -> Timestamp,
+        actor_id -> Nullable<BigInt>,
     }
 }
 

@@ -3,7 +3,11 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::{AnyConnection, DbError, schema::users};
+use super::{
+    AnyConnection, DbError,
+    keyset::{Keyset, Page},
+    schema::users,
+};
 
 /// An account row.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -17,6 +21,21 @@ pub struct UserRow {
     pub created_at: NaiveDateTime,
     pub password_changed_at: NaiveDateTime,
     pub last_login_at: Option<NaiveDateTime>,
+    pub last_reset_at: Option<NaiveDateTime>,
+}
+
+/// An account as the admin pages list it: everything but the password hash, which no
+/// page may show (it is not even read).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserSummary {
+    pub id: i64,
+    pub email: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: NaiveDateTime,
+    pub last_login_at: Option<NaiveDateTime>,
+    pub last_reset_at: Option<NaiveDateTime>,
 }
 
 #[derive(Insertable)]
@@ -69,14 +88,26 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<UserRow>, DbErro
         .optional()?)
 }
 
-/// Replaces the password hash and records when.
-pub fn set_password(conn: &mut AnyConnection, id: i64, hash: &str) -> Result<(), DbError> {
-    diesel::update(users::table.find(id))
-        .set((
-            users::password_hash.eq(hash),
-            users::password_changed_at.eq(super::now()),
-        ))
-        .execute(conn)?;
+/// Replaces the password hash and records when (and, for a reset link, that it was one).
+pub fn set_password(
+    conn: &mut AnyConnection,
+    id: i64,
+    hash: &str,
+    by_reset: bool,
+) -> Result<(), DbError> {
+    let now = super::now();
+    let target = users::table.find(id);
+    let changed = (
+        users::password_hash.eq(hash),
+        users::password_changed_at.eq(now),
+    );
+    if by_reset {
+        diesel::update(target)
+            .set((changed, users::last_reset_at.eq(Some(now))))
+            .execute(conn)?;
+    } else {
+        diesel::update(target).set(changed).execute(conn)?;
+    }
     Ok(())
 }
 
@@ -95,6 +126,92 @@ pub fn touch_login(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
         .set(users::last_login_at.eq(Some(super::now())))
         .execute(conn)?;
     Ok(())
+}
+
+/// Disables or enables an account; returns whether the account exists.
+pub fn set_disabled(conn: &mut AnyConnection, id: i64, disabled: bool) -> Result<bool, DbError> {
+    let n = diesel::update(users::table.find(id))
+        .set(users::disabled.eq(disabled))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// How many accounts there are.
+pub fn count(conn: &mut AnyConnection) -> Result<i64, DbError> {
+    Ok(users::table.count().get_result(conn)?)
+}
+
+/// One account for the admin pages.
+pub fn summary(conn: &mut AnyConnection, id: i64) -> Result<Option<UserSummary>, DbError> {
+    Ok(users::table
+        .find(id)
+        .select(UserSummary::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The addresses of these accounts (to name the admins in the audit log).
+pub fn emails_of(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<(i64, String)>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(users::table
+        .filter(users::id.eq_any(ids))
+        .select((users::id, users::email))
+        .load(conn)?)
+}
+
+/// A `LIKE` pattern matching `fragment` anywhere, its wildcards taken literally (escaped
+/// with `\`). Addresses are stored lower-cased, so the fragment is lower-cased too.
+pub fn contains_pattern(fragment: &str) -> String {
+    let mut pattern = String::with_capacity(fragment.len() + 2);
+    pattern.push('%');
+    for c in fragment.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A page of accounts, newest first, optionally only those whose address contains
+/// `fragment`. Keyed on the id (the primary key): a page is a short walk down the key,
+/// filtered as it goes.
+pub fn page(
+    conn: &mut AnyConnection,
+    fragment: Option<&str>,
+    keyset: Keyset<i64>,
+    limit: usize,
+) -> Result<Page<UserSummary, i64>, DbError> {
+    let mut query = users::table
+        .select(UserSummary::as_select())
+        .limit(limit as i64 + 1)
+        .into_boxed();
+    if let Some(fragment) = fragment {
+        query = query.filter(users::email.like(contains_pattern(fragment)).escape('\\'));
+    }
+    query = match keyset {
+        Keyset::First => query.order(users::id.desc()),
+        Keyset::Before(id) => query.filter(users::id.lt(id)).order(users::id.desc()),
+        Keyset::After(id) => query.filter(users::id.gt(id)).order(users::id.asc()),
+    };
+    let rows = query.load(conn)?;
+    Ok(Page::from_rows(rows, keyset, limit, |u| u.id))
+}
+
+/// The ids of up to `limit` accounts whose address contains `fragment`.
+pub fn ids_matching(
+    conn: &mut AnyConnection,
+    fragment: &str,
+    limit: usize,
+) -> Result<Vec<i64>, DbError> {
+    Ok(users::table
+        .filter(users::email.like(contains_pattern(fragment)).escape('\\'))
+        .select(users::id)
+        .limit(limit as i64)
+        .load(conn)?)
 }
 
 /// Grants the admin role; returns whether the account exists.

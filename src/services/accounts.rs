@@ -189,7 +189,7 @@ impl Services {
             .client(client);
         db::run(&self.pool, move |c| {
             db::write_transaction(c, |c| {
-                users::set_password(c, id, &hash)?;
+                users::set_password(c, id, &hash, false)?;
                 reset_tokens::revoke_for_user(c, id)?;
                 sessions::delete_for_user_except(c, id, keep_session.as_deref())?;
                 outbox::insert(c, id, "password_changed", &email, &sealed, None)?;

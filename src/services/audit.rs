@@ -38,11 +38,17 @@ pub enum EventKind {
     PasswordChanged,
     /// Sessions were ended on request (`detail`: how many).
     SessionsEnded,
+    /// An admin disabled the account (its sessions and reset links ended with it).
+    AccountDisabled,
+    /// An admin enabled the account again.
+    AccountEnabled,
+    /// An admin put a failed email back in the queue (`detail`: which one).
+    MailRetried,
 }
 
 impl EventKind {
     /// Every kind, in the order admins see them listed.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 15] = [
         Self::ResetRequested,
         Self::MailSent,
         Self::MailFailed,
@@ -55,6 +61,9 @@ impl EventKind {
         Self::SignedOut,
         Self::PasswordChanged,
         Self::SessionsEnded,
+        Self::AccountDisabled,
+        Self::AccountEnabled,
+        Self::MailRetried,
     ];
 
     /// The name stored in `events.kind`.
@@ -72,6 +81,9 @@ impl EventKind {
             Self::SignedOut => "signed_out",
             Self::PasswordChanged => "password_changed",
             Self::SessionsEnded => "sessions_ended",
+            Self::AccountDisabled => "account_disabled",
+            Self::AccountEnabled => "account_enabled",
+            Self::MailRetried => "mail_retried",
         }
     }
 

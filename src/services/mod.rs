@@ -2,6 +2,7 @@
 //! types in here; handlers call these and turn their results into pages or JSON.
 
 pub mod accounts;
+pub mod admin;
 pub mod audit;
 pub mod limits;
 pub mod passwords;

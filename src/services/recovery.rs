@@ -100,7 +100,7 @@ impl Services {
                 None => Verdict::Allowed,
             };
             if verdict == Verdict::Allowed {
-                reset_requests::insert(c, &email, &ip, &ua)?;
+                reset_requests::insert(c, &email, &ip, &ua, None)?;
             }
             Ok(verdict)
         })
@@ -173,10 +173,13 @@ impl Services {
             ip: request.client_ip.clone(),
             user_agent: request.user_agent.clone(),
         };
-        let event = Event::new(EventKind::ResetRequested)
+        let mut event = Event::new(EventKind::ResetRequested)
             .client(&client)
             .at(request.created_at)
             .detail("could not be handled; nothing sent");
+        if let Some(admin) = request.actor_id {
+            event = event.actor(admin);
+        }
         db::write_transaction(conn, |c| {
             reset_requests::take(c, &[request.id])?;
             audit::record(c, &event)
@@ -231,9 +234,12 @@ impl Services {
                 user_agent: request.user_agent.clone(),
             };
             // The request's own time and origin: the worker may handle it a moment later.
-            let requested = Event::new(EventKind::ResetRequested)
+            let mut requested = Event::new(EventKind::ResetRequested)
                 .client(&client)
                 .at(request.created_at);
+            if let Some(admin) = request.actor_id {
+                requested = requested.actor(admin);
+            }
             let Some(user) = users.get(&request.email) else {
                 audit::record(
                     c,
@@ -416,7 +422,7 @@ impl Services {
                 if !reset_tokens::consume(c, &token.token_hash)? {
                     return Ok(false);
                 }
-                users::set_password(c, user.id, &new_hash)?;
+                users::set_password(c, user.id, &new_hash, true)?;
                 reset_tokens::revoke_for_user(c, user.id)?;
                 sessions::delete_for_user_except(c, user.id, None)?;
                 outbox::insert(c, user.id, "password_changed", &user.email, &sealed, None)?;

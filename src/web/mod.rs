@@ -2,6 +2,7 @@
 //! Handlers are thin: extract, parse into domain types, one service call, render or 303.
 
 pub mod account;
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod client;

@@ -96,6 +96,7 @@ async fn a_flood_of_requests_does_not_hold_up_a_real_reset_email(backend: Backen
                     &format!("bot{i}@example.com"),
                     "203.0.113.9",
                     "bot",
+                    None,
                 )?;
             }
             Ok(())

@@ -1,0 +1,10 @@
+DROP INDEX outbox_status;
+DROP INDEX events_client_ip;
+DROP INDEX events_user_id;
+DROP INDEX events_kind;
+DROP INDEX events_created_at;
+CREATE INDEX events_created_at ON events (created_at);
+CREATE INDEX events_kind ON events (kind, created_at);
+CREATE INDEX events_user_id ON events (user_id, created_at);
+ALTER TABLE reset_requests DROP COLUMN actor_id;
+ALTER TABLE users DROP COLUMN last_reset_at;
