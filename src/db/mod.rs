@@ -145,7 +145,8 @@ pub fn run_migrations(pool: &DbPool) -> Result<(), DbError> {
         }
         AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
     };
-    result.map_err(|e| DbError::Migration(e.to_string()))
+    result.map_err(|e| DbError::Migration(e.to_string()))?;
+    optimize(&mut conn)
 }
 
 /// Runs blocking diesel work on the blocking thread pool, never on an async worker.
@@ -230,6 +231,18 @@ pub fn now_minus(d: Duration) -> NaiveDateTime {
         .map_or(chrono::DateTime::UNIX_EPOCH.naive_utc(), |t| {
             t.max(chrono::DateTime::UNIX_EPOCH.naive_utc())
         })
+}
+
+/// Keeps the query planner's statistics current. Postgres's autovacuum does this on its
+/// own; SQLite has no statistics until asked, and without them it can pick the wrong index
+/// for the admin pages' filters once the audit trail is large. `PRAGMA optimize` analyses
+/// only the tables that changed enough since the last time, so it is cheap to repeat.
+pub fn optimize(conn: &mut AnyConnection) -> Result<(), DbError> {
+    if let AnyConnection::Sqlite(c) = conn {
+        // 0x10002: also analyse tables never analysed before (SQLite 3.46+).
+        c.batch_execute("PRAGMA optimize = 0x10002")?;
+    }
+    Ok(())
 }
 
 /// Checks the database answers (for `/readyz`).

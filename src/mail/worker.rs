@@ -80,7 +80,8 @@ impl Worker {
                     outbox::expire_stale(c)?;
                     db::sessions::purge_expired(c)?;
                     db::rate_limits::purge_expired(c)?;
-                    db::reset_tokens::purge_dead(c)
+                    db::reset_tokens::purge_dead(c)?;
+                    db::optimize(c)
                 })
                 .await;
                 if let Err(e) = result {

@@ -8,7 +8,7 @@ use crate::both_backends;
 use crate::helpers::*;
 
 /// Runs the real binary with only the given environment (no `.env`: a temp working dir).
-fn latchkey(
+pub(crate) fn latchkey(
     app: &TestApp,
     args: &[&str],
     stdin: Option<&str>,
