@@ -497,7 +497,13 @@ async fn a_non_admin_cannot_act_even_with_a_valid_csrf_token(backend: Backend) {
         id_of(&app, "bob@example.com").await,
         id_of(&app, "dee@example.com").await,
     );
-    for path in every_action(bob, dee) {
+    // Unknown and malformed ids too: a non-admin learns nothing, not even which ids exist.
+    let probes = [
+        "/admin/users/abc/disable".to_owned(),
+        "/admin/users/999999/disable".to_owned(),
+        "/admin/outbox/999999/retry".to_owned(),
+    ];
+    for path in every_action(bob, dee).into_iter().chain(probes) {
         let res = app.post_form(&path, &[]).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
         assert!(res.text().await.unwrap().contains("Admins only"), "{path}");

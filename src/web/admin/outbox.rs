@@ -146,8 +146,8 @@ pub async fn retry(
     form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
-    let id = path_id(&id)?;
     let admin = admin_only(&state, &session, "/admin/outbox?status=failed").await?;
+    let id = path_id(&id)?;
     let code = match state.services.admin_retry_mail(&admin, id, &client).await? {
         AdminOutcome::NotFound => return Err(PageError::NotFound),
         AdminOutcome::Done => "retried",

@@ -218,9 +218,14 @@ async fn act(
     action: Action,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
-    let id = path_id(raw_id)?;
-    let back = format!("/admin/users/{id}");
+    // Who asks is checked before what they ask about: a non-admin learns nothing, not
+    // even which ids exist.
+    let back = match raw_id.parse::<i64>() {
+        Ok(id) => format!("/admin/users/{id}"),
+        Err(_) => "/admin/users".to_owned(),
+    };
     let admin = admin_only(&state, &session, &back).await?;
+    let id = path_id(raw_id)?;
     let services = &state.services;
     let Client(client) = client;
     let outcome = match action {
