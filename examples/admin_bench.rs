@@ -516,16 +516,19 @@ impl Dialect {
     }
 
     /// The timestamp `us` microseconds after the epoch (`us` an SQL integer expression):
-    /// a PostgreSQL `TIMESTAMP`, or SQLite text `YYYY-MM-DD HH:MM:SS.ffffff` (six digits,
-    /// so it sorts and compares like the server's own values).
+    /// a PostgreSQL `TIMESTAMP`, or SQLite text written exactly as diesel writes the
+    /// server's own values (chrono's `%F %T%.f`: no fraction for a whole second, three
+    /// digits for whole milliseconds, else six), so that equal instants compare equal.
     fn timestamp(&self, us: &str) -> String {
         match self.backend {
             Backend::Postgres => format!(
                 "(TIMESTAMP '1970-01-01 00:00:00' + ({us})::float8 * INTERVAL '1 microsecond')"
             ),
             Backend::Sqlite => format!(
-                "(strftime('%Y-%m-%d %H:%M:%S', ({us}) / 1000000, 'unixepoch') || '.' || \
-                 printf('%06d', ({us}) % 1000000))"
+                "(strftime('%Y-%m-%d %H:%M:%S', ({us}) / 1000000, 'unixepoch') || \
+                 CASE WHEN ({us}) % 1000000 = 0 THEN '' \
+                 WHEN ({us}) % 1000 = 0 THEN printf('.%03d', (({us}) % 1000000) / 1000) \
+                 ELSE printf('.%06d', ({us}) % 1000000) END)"
             ),
         }
     }

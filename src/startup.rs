@@ -266,10 +266,7 @@ fn page_routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin").get(admin::events::dashboard))
         .service(resource("/admin/users").get(admin::users::list))
         .service(resource("/admin/users/{id}").get(admin::users::detail))
-        .service(resource("/admin/users/{id}/reset-email").post(admin::users::send_reset))
-        .service(resource("/admin/users/{id}/end-sessions").post(admin::users::end_sessions))
-        .service(resource("/admin/users/{id}/disable").post(admin::users::disable))
-        .service(resource("/admin/users/{id}/enable").post(admin::users::enable))
+        .service(resource("/admin/users/{id}/{action}").post(admin::users::act))
         .service(resource("/admin/events").get(admin::events::list))
         .service(resource("/admin/outbox").get(admin::outbox::list))
         .service(resource("/admin/outbox/{id}/retry").post(admin::outbox::retry));

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::{
     AnyConnection, DbError,
-    keyset::{Keyset, Page},
+    keyset::{self, Keyset, Page},
     schema::events,
 };
 
@@ -90,48 +90,53 @@ pub fn page(
     keyset: Keyset<EventKey>,
     limit: usize,
 ) -> Result<Page<EventRow, EventKey>, DbError> {
-    let mut query = events::table
-        .select(EventRow::as_select())
-        .limit(limit as i64 + 1)
-        .into_boxed();
-    if let Some(kind) = &filter.kind {
-        query = query.filter(events::kind.eq(kind.clone()));
-    }
-    if let Some(ids) = &filter.user_ids {
-        query = query.filter(events::user_id.eq_any(ids.clone()));
-    }
-    if let Some(fragment) = &filter.email_fragment {
-        query = query.filter(
-            events::email
-                .like(super::users::contains_pattern(fragment))
-                .escape('\\'),
-        );
-    }
-    if let Some(ip) = &filter.client_ip {
-        query = query.filter(events::client_ip.eq(ip.clone()));
-    }
-    if let Some(from) = filter.from {
-        query = query.filter(events::created_at.ge(from));
-    }
-    if let Some(until) = filter.until {
-        query = query.filter(events::created_at.lt(until));
-    }
-    // `(created_at, id) < (t, i)`, written so that `created_at <= t` bounds the index range.
-    query = match keyset {
-        Keyset::First => query.order((events::created_at.desc(), events::id.desc())),
-        Keyset::Before((at, id)) => query
-            .filter(events::created_at.le(at))
-            .filter(events::created_at.lt(at).or(events::id.lt(id)))
-            .order((events::created_at.desc(), events::id.desc())),
-        Keyset::After((at, id)) => query
-            .filter(events::created_at.ge(at))
-            .filter(events::created_at.gt(at).or(events::id.gt(id)))
-            .order((events::created_at.asc(), events::id.asc())),
-    };
-    let rows = query.load(conn)?;
-    Ok(Page::from_rows(rows, keyset, limit, |e| {
-        (e.created_at, e.id)
-    }))
+    let pattern = filter
+        .email_fragment
+        .as_deref()
+        .map(super::users::contains_pattern);
+    keyset::read(
+        keyset,
+        limit,
+        |e: &EventRow| (e.created_at, e.id),
+        |keyset| {
+            let mut query = events::table
+                .select(EventRow::as_select())
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(kind) = &filter.kind {
+                query = query.filter(events::kind.eq(kind.clone()));
+            }
+            if let Some(ids) = &filter.user_ids {
+                query = query.filter(events::user_id.eq_any(ids.clone()));
+            }
+            if let Some(pattern) = &pattern {
+                query = query.filter(events::email.like(pattern.clone()).escape('\\'));
+            }
+            if let Some(ip) = &filter.client_ip {
+                query = query.filter(events::client_ip.eq(ip.clone()));
+            }
+            if let Some(from) = filter.from {
+                query = query.filter(events::created_at.ge(from));
+            }
+            if let Some(until) = filter.until {
+                query = query.filter(events::created_at.lt(until));
+            }
+            // `(created_at, id) < (t, i)`, written so that `created_at <= t` bounds the index
+            // range.
+            query = match keyset {
+                Keyset::First => query.order((events::created_at.desc(), events::id.desc())),
+                Keyset::Before((at, id)) => query
+                    .filter(events::created_at.le(at))
+                    .filter(events::created_at.lt(at).or(events::id.lt(id)))
+                    .order((events::created_at.desc(), events::id.desc())),
+                Keyset::After((at, id)) => query
+                    .filter(events::created_at.ge(at))
+                    .filter(events::created_at.gt(at).or(events::id.gt(id)))
+                    .order((events::created_at.asc(), events::id.asc())),
+            };
+            query.load(conn).map_err(DbError::from)
+        },
+    )
 }
 
 /// How many events of `kind` happened since `since` (an index range count).

@@ -49,6 +49,28 @@ impl<T, K: Copy> Page<T, K> {
     }
 }
 
+/// Reads a page with `load` (given the keyset to read; it returns up to `limit + 1` rows in
+/// that keyset's direction). A "Newer" page that comes back short has reached the newest
+/// rows (some may have gone since the link was made, like sent mail leaving the queue):
+/// the first page is served instead, so "Newer" never leads to a short page or a dead end.
+pub fn read<T, K: Copy, E>(
+    keyset: Keyset<K>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+    mut load: impl FnMut(Keyset<K>) -> Result<Vec<T>, E>,
+) -> Result<Page<T, K>, E> {
+    let rows = load(keyset)?;
+    if matches!(keyset, Keyset::After(_)) && rows.len() < limit {
+        return Ok(Page::from_rows(
+            load(Keyset::First)?,
+            Keyset::First,
+            limit,
+            key,
+        ));
+    }
+    Ok(Page::from_rows(rows, keyset, limit, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +94,27 @@ mod tests {
         assert_eq!(page.older, Some(6));
         let top = Page::from_rows(vec![6, 7], Keyset::After(5), 2, |r| *r);
         assert_eq!(top.newer, None);
+    }
+
+    #[test]
+    fn a_short_newer_page_becomes_the_first_page() {
+        let rows = [9, 8, 7, 6, 5];
+        let load = |k: Keyset<i32>| -> Result<Vec<i32>, ()> {
+            Ok(match k {
+                Keyset::First => rows.iter().copied().take(3).collect(),
+                Keyset::After(n) => rows
+                    .iter()
+                    .rev()
+                    .copied()
+                    .filter(|r| *r > n)
+                    .take(3)
+                    .collect(),
+                Keyset::Before(n) => rows.iter().copied().filter(|r| *r < n).take(3).collect(),
+            })
+        };
+        let page = read(Keyset::After(8), 2, |r| *r, load).unwrap_or_else(|_| unreachable!());
+        assert_eq!(page.rows, vec![9, 8]);
+        assert_eq!((page.newer, page.older), (None, Some(8)));
     }
 
     #[test]

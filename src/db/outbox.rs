@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::{
     AnyConnection, DbError,
-    keyset::{Keyset, Page},
+    keyset::{self, Keyset, Page},
     schema::outbox,
 };
 
@@ -219,6 +219,24 @@ pub fn expire_stale(conn: &mut AnyConnection) -> Result<usize, DbError> {
         .execute(conn)?)
 }
 
+/// Gives up on a user's reset emails that are still queued or failed, scrubbing their
+/// bodies: called wherever the user's reset links are revoked, so that no dead link is
+/// sent later (by the worker, or by an admin's retry).
+pub fn drop_reset_mail(conn: &mut AnyConnection, user_id: i64) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::user_id.eq(user_id))
+            .filter(outbox::kind.eq("reset"))
+            .filter(outbox::status.eq_any([status::QUEUED, status::FAILED])),
+    )
+    .set((
+        outbox::status.eq(status::EXPIRED),
+        outbox::payload.eq(Vec::<u8>::new()),
+        outbox::locked_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?)
+}
+
 /// An outbox row as the admin page lists it: never its body.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = outbox)]
@@ -242,23 +260,29 @@ pub fn page(
     keyset: Keyset<i64>,
     limit: usize,
 ) -> Result<Page<(OutboxSummary, bool), i64>, DbError> {
-    let mut query = outbox::table
-        .select((
-            OutboxSummary::as_select(),
-            outbox::payload.ne(Vec::<u8>::new()),
-        ))
-        .limit(limit as i64 + 1)
-        .into_boxed();
-    if let Some(status) = status {
-        query = query.filter(outbox::status.eq(status.to_owned()));
-    }
-    query = match keyset {
-        Keyset::First => query.order(outbox::id.desc()),
-        Keyset::Before(id) => query.filter(outbox::id.lt(id)).order(outbox::id.desc()),
-        Keyset::After(id) => query.filter(outbox::id.gt(id)).order(outbox::id.asc()),
-    };
-    let rows = query.load(conn)?;
-    Ok(Page::from_rows(rows, keyset, limit, |(m, _)| m.id))
+    keyset::read(
+        keyset,
+        limit,
+        |(m, _): &(OutboxSummary, bool)| m.id,
+        |keyset| {
+            let mut query = outbox::table
+                .select((
+                    OutboxSummary::as_select(),
+                    outbox::payload.ne(Vec::<u8>::new()),
+                ))
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(status) = status {
+                query = query.filter(outbox::status.eq(status.to_owned()));
+            }
+            query = match keyset {
+                Keyset::First => query.order(outbox::id.desc()),
+                Keyset::Before(id) => query.filter(outbox::id.lt(id)).order(outbox::id.desc()),
+                Keyset::After(id) => query.filter(outbox::id.gt(id)).order(outbox::id.asc()),
+            };
+            query.load(conn).map_err(DbError::from)
+        },
+    )
 }
 
 /// How many messages have this status.

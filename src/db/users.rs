@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::{
     AnyConnection, DbError,
-    keyset::{Keyset, Page},
+    keyset::{self, Keyset, Page},
     schema::users,
 };
 
@@ -128,9 +128,10 @@ pub fn touch_login(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Disables or enables an account; returns whether the account exists.
+/// Disables or enables an account; returns whether it changed (false when it was already
+/// so, or does not exist).
 pub fn set_disabled(conn: &mut AnyConnection, id: i64, disabled: bool) -> Result<bool, DbError> {
-    let n = diesel::update(users::table.find(id))
+    let n = diesel::update(users::table.find(id).filter(users::disabled.ne(disabled)))
         .set(users::disabled.eq(disabled))
         .execute(conn)?;
     Ok(n == 1)
@@ -185,20 +186,27 @@ pub fn page(
     keyset: Keyset<i64>,
     limit: usize,
 ) -> Result<Page<UserSummary, i64>, DbError> {
-    let mut query = users::table
-        .select(UserSummary::as_select())
-        .limit(limit as i64 + 1)
-        .into_boxed();
-    if let Some(fragment) = fragment {
-        query = query.filter(users::email.like(contains_pattern(fragment)).escape('\\'));
-    }
-    query = match keyset {
-        Keyset::First => query.order(users::id.desc()),
-        Keyset::Before(id) => query.filter(users::id.lt(id)).order(users::id.desc()),
-        Keyset::After(id) => query.filter(users::id.gt(id)).order(users::id.asc()),
-    };
-    let rows = query.load(conn)?;
-    Ok(Page::from_rows(rows, keyset, limit, |u| u.id))
+    let pattern = fragment.map(contains_pattern);
+    keyset::read(
+        keyset,
+        limit,
+        |u: &UserSummary| u.id,
+        |keyset| {
+            let mut query = users::table
+                .select(UserSummary::as_select())
+                .limit(limit as i64 + 1)
+                .into_boxed();
+            if let Some(pattern) = &pattern {
+                query = query.filter(users::email.like(pattern.clone()).escape('\\'));
+            }
+            query = match keyset {
+                Keyset::First => query.order(users::id.desc()),
+                Keyset::Before(id) => query.filter(users::id.lt(id)).order(users::id.desc()),
+                Keyset::After(id) => query.filter(users::id.gt(id)).order(users::id.asc()),
+            };
+            query.load(conn).map_err(DbError::from)
+        },
+    )
 }
 
 /// The ids of up to `limit` accounts whose address contains `fragment`.

@@ -33,6 +33,8 @@ impl EmailMessage {
 pub struct RequestOrigin {
     pub ip: String,
     pub browser: String,
+    /// An admin asked for it: the email says so instead of naming the admin's address.
+    pub by_admin: bool,
 }
 
 impl RequestOrigin {
@@ -41,6 +43,16 @@ impl RequestOrigin {
         Self {
             ip: ip.to_owned(),
             browser: browser_name(user_agent),
+            by_admin: false,
+        }
+    }
+
+    /// A request an admin made for the account's owner.
+    pub fn admin() -> Self {
+        Self {
+            ip: String::new(),
+            browser: String::new(),
+            by_admin: true,
         }
     }
 }
@@ -233,6 +245,7 @@ mod tests {
         let origin = RequestOrigin {
             ip: "192.0.2.1".into(),
             browser: "Firefox".into(),
+            by_admin: false,
         };
         let m = reset_email(
             "https://x.test/reset?token=abc",

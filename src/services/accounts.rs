@@ -191,6 +191,7 @@ impl Services {
             db::write_transaction(c, |c| {
                 users::set_password(c, id, &hash, false)?;
                 reset_tokens::revoke_for_user(c, id)?;
+                outbox::drop_reset_mail(c, id)?;
                 sessions::delete_for_user_except(c, id, keep_session.as_deref())?;
                 outbox::insert(c, id, "password_changed", &email, &sealed, None)?;
                 audit::record(c, &changed)

@@ -100,6 +100,8 @@ pub enum AdminOutcome {
     /// The action does not apply (a disabled account's reset, disabling oneself, a message
     /// that can no longer be sent); nothing changed.
     Refused,
+    /// The account was already in the state asked for; nothing changed or was recorded.
+    Unchanged,
 }
 
 fn start_of(day: NaiveDate) -> NaiveDateTime {
@@ -273,16 +275,22 @@ impl Services {
         client: &ClientInfo,
     ) -> Result<AdminOutcome, ServiceError> {
         let (admin_id, ip, ua) = (admin.id, client.ip.clone(), client.user_agent.clone());
+        let asked = Event::new(EventKind::AdminResetRequested)
+            .actor(admin.id)
+            .client(client);
         let outcome = db::run(&self.pool, move |c| {
-            let Some(user) = users::summary(c, user_id)? else {
-                return Ok(AdminOutcome::NotFound);
-            };
-            if user.disabled {
-                return Ok(AdminOutcome::Refused);
-            }
-            let ua: String = ua.chars().take(512).collect();
-            reset_requests::insert(c, &user.email, &ip, &ua, Some(admin_id))?;
-            Ok(AdminOutcome::Done)
+            db::write_transaction(c, |c| {
+                let Some(user) = users::summary(c, user_id)? else {
+                    return Ok(AdminOutcome::NotFound);
+                };
+                if user.disabled {
+                    return Ok(AdminOutcome::Refused);
+                }
+                let ua: String = ua.chars().take(512).collect();
+                reset_requests::insert(c, &user.email, &ip, &ua, Some(admin_id))?;
+                audit::record(c, &asked.user(user.id, &user.email))?;
+                Ok(AdminOutcome::Done)
+            })
         })
         .await?;
         if outcome == AdminOutcome::Done {
@@ -340,11 +348,14 @@ impl Services {
                 let Some(user) = users::summary(c, user_id)? else {
                     return Ok(AdminOutcome::NotFound);
                 };
-                users::set_disabled(c, user_id, disabled)?;
+                if !users::set_disabled(c, user_id, disabled)? {
+                    return Ok(AdminOutcome::Unchanged);
+                }
                 let mut event = event.user(user.id, &user.email);
                 if disabled {
                     let ended = sessions::delete_for_user_except(c, user_id, None)?;
                     let revoked = reset_tokens::revoke_for_user(c, user_id)?;
+                    outbox::drop_reset_mail(c, user_id)?;
                     event = event.detail(format!(
                         "{ended} session(s) ended, {revoked} reset link(s) revoked"
                     ));

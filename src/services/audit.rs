@@ -38,6 +38,9 @@ pub enum EventKind {
     PasswordChanged,
     /// Sessions were ended on request (`detail`: how many).
     SessionsEnded,
+    /// An admin asked for a reset email for the account (the worker's `reset_requested`
+    /// event, also naming the admin, says what came of it).
+    AdminResetRequested,
     /// An admin disabled the account (its sessions and reset links ended with it).
     AccountDisabled,
     /// An admin enabled the account again.
@@ -48,7 +51,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order admins see them listed.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         Self::ResetRequested,
         Self::MailSent,
         Self::MailFailed,
@@ -61,6 +64,7 @@ impl EventKind {
         Self::SignedOut,
         Self::PasswordChanged,
         Self::SessionsEnded,
+        Self::AdminResetRequested,
         Self::AccountDisabled,
         Self::AccountEnabled,
         Self::MailRetried,
@@ -81,6 +85,7 @@ impl EventKind {
             Self::SignedOut => "signed_out",
             Self::PasswordChanged => "password_changed",
             Self::SessionsEnded => "sessions_ended",
+            Self::AdminResetRequested => "admin_reset_requested",
             Self::AccountDisabled => "account_disabled",
             Self::AccountEnabled => "account_enabled",
             Self::MailRetried => "mail_retried",

@@ -291,7 +291,10 @@ impl Services {
             .join("reset")
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         link.query_pairs_mut().append_pair("token", token.expose());
-        let origin = RequestOrigin::new(&request.client_ip, &request.user_agent);
+        let origin = match request.actor_id {
+            Some(_) => RequestOrigin::admin(),
+            None => RequestOrigin::new(&request.client_ip, &request.user_agent),
+        };
         let message = reset_email(
             link.as_str(),
             self.settings.reset_token_ttl,
@@ -424,6 +427,7 @@ impl Services {
                 }
                 users::set_password(c, user.id, &new_hash, true)?;
                 reset_tokens::revoke_for_user(c, user.id)?;
+                outbox::drop_reset_mail(c, user.id)?;
                 sessions::delete_for_user_except(c, user.id, None)?;
                 outbox::insert(c, user.id, "password_changed", &user.email, &sealed, None)?;
                 audit::record(c, &done)?;

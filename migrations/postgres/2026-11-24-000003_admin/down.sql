@@ -1,3 +1,4 @@
+DROP INDEX outbox_user_id;
 DROP INDEX outbox_status;
 DROP INDEX events_client_ip;
 DROP INDEX events_user_id;

@@ -18,5 +18,7 @@ CREATE INDEX events_kind ON events (kind, created_at, id);
 CREATE INDEX events_user_id ON events (user_id, created_at, id);
 CREATE INDEX events_client_ip ON events (client_ip, created_at, id);
 
--- The outbox page lists one status newest first.
+-- The outbox page lists one status newest first; a user's unsent reset emails are dropped
+-- when their links die.
 CREATE INDEX outbox_status ON outbox (status, id);
+CREATE INDEX outbox_user_id ON outbox (user_id);

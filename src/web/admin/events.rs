@@ -9,7 +9,7 @@ use actix_web::{
     web::{Data, Query},
 };
 use askama::Template;
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate};
 use serde::Deserialize;
 
 use crate::{
@@ -150,11 +150,20 @@ fn trimmed(v: &Option<String>) -> String {
     v.as_deref().unwrap_or_default().trim().to_owned()
 }
 
+/// Years a date or page key may name: the databases' ranges differ beyond these (Postgres
+/// refuses years before 4713 BC; SQLite compares timestamps as text, where `+10000` sorts
+/// before `2026`).
+fn plausible(at: NaiveDate) -> bool {
+    (1970..=9999).contains(&at.year())
+}
+
 fn parse_date(value: &str, error: &mut Option<String>) -> Option<NaiveDate> {
     if value.is_empty() {
         return None;
     }
-    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok();
+    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .filter(|d| plausible(*d));
     if date.is_none() {
         *error = Some("Give a date as YYYY-MM-DD.".to_owned());
     }
@@ -181,6 +190,8 @@ fn parse_filters(query: &EventsQuery) -> (FilterForm, EventQuery) {
     }
     if f.email.chars().count() > 254 {
         f.email_error = Some("At most 254 characters.".to_owned());
+    } else if f.email.chars().any(char::is_control) {
+        f.email_error = Some("An address has no control characters.".to_owned());
     } else if !f.email.is_empty() {
         parsed.email = Some(f.email.clone());
     }
@@ -215,8 +226,11 @@ fn parse_key(raw: &str) -> Result<EventKey, PageError> {
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
     let id: i64 = id.parse().map_err(|_| bad())?;
-    let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-    Ok((at.naive_utc(), id))
+    let at = DateTime::from_timestamp_micros(micros)
+        .map(|at| at.naive_utc())
+        .filter(|at| plausible(at.date()))
+        .ok_or_else(bad)?;
+    Ok((at, id))
 }
 
 fn format_key((at, id): EventKey) -> String {
@@ -295,6 +309,14 @@ mod tests {
         assert_eq!(parse_key(&format_key(key)).ok(), Some(key));
         assert!(parse_key("nonsense").is_err());
         assert!(parse_key("1.x").is_err());
+        assert!(
+            parse_key("-300000000000000000.1").is_err(),
+            "before Postgres's range"
+        );
+        assert!(
+            parse_key("300000000000000000.1").is_err(),
+            "after year 9999"
+        );
     }
 
     #[test]
@@ -307,6 +329,14 @@ mod tests {
         };
         let (f, _) = parse_filters(&query);
         assert!(f.kind_error.is_some() && f.ip_error.is_some() && f.from_error.is_some());
+        let odd = EventsQuery {
+            email: Some("a\u{0}b".into()),
+            from: Some("-5000-01-01".into()),
+            to: Some("+10000-01-01".into()),
+            ..EventsQuery::default()
+        };
+        let (f, _) = parse_filters(&odd);
+        assert!(f.email_error.is_some() && f.from_error.is_some() && f.to_error.is_some());
         let good = EventsQuery {
             kind: Some("reset_done".into()),
             ip: Some("::ffff:192.0.2.1".into()),

@@ -151,7 +151,7 @@ pub async fn retry(
     let code = match state.services.admin_retry_mail(&admin, id, &client).await? {
         AdminOutcome::NotFound => return Err(PageError::NotFound),
         AdminOutcome::Done => "retried",
-        AdminOutcome::Refused => "retry-impossible",
+        AdminOutcome::Refused | AdminOutcome::Unchanged => "retry-impossible",
     };
     tracing::info!(admin_id = admin.id, outbox_id = id, code, "admin retry");
     Ok(see_other(&format!(

@@ -75,6 +75,11 @@ pub async fn list(
             "The search is too long: at most {MAX_QUERY} characters."
         )));
     }
+    if q.chars().any(char::is_control) {
+        return Err(PageError::BadRequest(
+            "The search cannot contain control characters.".into(),
+        ));
+    }
     let keyset = id_keyset(query.before.as_deref(), query.after.as_deref())?;
     let fragment = (!q.is_empty()).then(|| q.clone());
     let found = state.services.admin_users(fragment, keyset).await?;
@@ -146,6 +151,8 @@ fn user_notice(code: &str, state: &AppState) -> Option<String> {
             .to_owned(),
         "enabled" => "The account is enabled again.".to_owned(),
         "cannot-disable-self" => "You cannot disable your own account.".to_owned(),
+        "already-disabled" => "The account was already disabled; nothing changed.".to_owned(),
+        "already-enabled" => "The account was already enabled; nothing changed.".to_owned(),
         _ => return None,
     })
 }
@@ -198,7 +205,7 @@ pub async fn detail(
     )
 }
 
-/// The actions on an account.
+/// The actions on an account, by the last segment of their path.
 #[derive(Clone, Copy)]
 enum Action {
     SendReset,
@@ -207,17 +214,30 @@ enum Action {
     Enable,
 }
 
-/// Runs one action for `POST /admin/users/{id}/…` and answers with the account's page.
-async fn act(
+impl Action {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "reset-email" => Self::SendReset,
+            "end-sessions" => Self::EndSessions,
+            "disable" => Self::Disable,
+            "enable" => Self::Enable,
+            _ => return None,
+        })
+    }
+}
+
+/// `POST /admin/users/{id}/{action}`: `reset-email`, `end-sessions`, `disable` or `enable`;
+/// answers with a 303 to the account's page and a notice.
+pub async fn act(
     state: Data<AppState>,
     session: Session,
     csrf: Csrf,
-    client: Client,
-    raw_id: &str,
-    form: &CsrfOnlyForm,
-    action: Action,
+    Client(client): Client,
+    path: Path<(String, String)>,
+    form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
+    let (raw_id, name) = path.into_inner();
     // Who asks is checked before what they ask about: a non-admin learns nothing, not
     // even which ids exist.
     let back = match raw_id.parse::<i64>() {
@@ -225,9 +245,9 @@ async fn act(
         Err(_) => "/admin/users".to_owned(),
     };
     let admin = admin_only(&state, &session, &back).await?;
-    let id = path_id(raw_id)?;
+    let id = path_id(&raw_id)?;
+    let action = Action::parse(&name).ok_or(PageError::NotFound)?;
     let services = &state.services;
-    let Client(client) = client;
     let outcome = match action {
         Action::SendReset => services.admin_send_reset(&admin, id, &client).await?,
         Action::EndSessions => services.admin_end_sessions(&admin, id, &client).await?,
@@ -245,69 +265,14 @@ async fn act(
     let notice = match (action, outcome) {
         (_, AdminOutcome::NotFound) => return Err(PageError::NotFound),
         (Action::SendReset, AdminOutcome::Done) => "reset-queued",
-        (Action::SendReset, AdminOutcome::Refused) => "reset-disabled",
+        (Action::SendReset, AdminOutcome::Refused | AdminOutcome::Unchanged) => "reset-disabled",
         (Action::EndSessions, _) => "sessions-ended",
         (Action::Disable, AdminOutcome::Done) => "disabled",
         (Action::Disable, AdminOutcome::Refused) => "cannot-disable-self",
+        (Action::Disable, AdminOutcome::Unchanged) => "already-disabled",
+        (Action::Enable, AdminOutcome::Unchanged) => "already-enabled",
         (Action::Enable, _) => "enabled",
     };
     tracing::info!(admin_id = admin.id, user_id = id, notice, "admin action");
     Ok(see_other(&format!("{back}?notice={notice}")))
-}
-
-/// `POST /admin/users/{id}/reset-email`
-pub async fn send_reset(
-    state: Data<AppState>,
-    session: Session,
-    csrf: Csrf,
-    client: Client,
-    id: Path<String>,
-    form: Form<CsrfOnlyForm>,
-) -> Result<HttpResponse, PageError> {
-    act(state, session, csrf, client, &id, &form, Action::SendReset).await
-}
-
-/// `POST /admin/users/{id}/end-sessions`
-pub async fn end_sessions(
-    state: Data<AppState>,
-    session: Session,
-    csrf: Csrf,
-    client: Client,
-    id: Path<String>,
-    form: Form<CsrfOnlyForm>,
-) -> Result<HttpResponse, PageError> {
-    act(
-        state,
-        session,
-        csrf,
-        client,
-        &id,
-        &form,
-        Action::EndSessions,
-    )
-    .await
-}
-
-/// `POST /admin/users/{id}/disable`
-pub async fn disable(
-    state: Data<AppState>,
-    session: Session,
-    csrf: Csrf,
-    client: Client,
-    id: Path<String>,
-    form: Form<CsrfOnlyForm>,
-) -> Result<HttpResponse, PageError> {
-    act(state, session, csrf, client, &id, &form, Action::Disable).await
-}
-
-/// `POST /admin/users/{id}/enable`
-pub async fn enable(
-    state: Data<AppState>,
-    session: Session,
-    csrf: Csrf,
-    client: Client,
-    id: Path<String>,
-    form: Form<CsrfOnlyForm>,
-) -> Result<HttpResponse, PageError> {
-    act(state, session, csrf, client, &id, &form, Action::Enable).await
 }
