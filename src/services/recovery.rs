@@ -318,12 +318,18 @@ impl Services {
         client: &ClientInfo,
     ) -> Result<Option<TokenHash>, ServiceError> {
         let hashes = self.token_hash(token).0;
-        match db::run(&self.pool, move |c| link_state(c, &hashes)).await? {
-            LinkState::Live { token, user } => {
-                let opened = Event::new(EventKind::ResetLinkOpened).client(client);
-                self.record(opened.user(user.id, &user.email)).await?;
-                Ok(Some(TokenHash(vec![token.token_hash])))
+        let opened = Event::new(EventKind::ResetLinkOpened).client(client);
+        // A live link's opening is recorded in the same blocking hop as the lookup.
+        let state = db::run(&self.pool, move |c| {
+            let state = link_state(c, &hashes)?;
+            if let LinkState::Live { user, .. } = &state {
+                audit::record(c, &opened.user(user.id, &user.email))?;
             }
+            Ok(state)
+        })
+        .await?;
+        match state {
+            LinkState::Live { token, .. } => Ok(Some(TokenHash(vec![token.token_hash]))),
             LinkState::Dead { user, why } => {
                 self.dead_link_opened(user.as_ref(), why, client).await?;
                 Ok(None)
