@@ -158,21 +158,31 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The row this event is stored as.
+    fn row(&self) -> events::NewEvent<'_> {
+        events::NewEvent {
+            kind: self.kind.as_str(),
+            user_id: self.user_id,
+            actor_id: self.actor_id,
+            email: self.email.as_deref(),
+            detail: self.detail.as_deref(),
+            client_ip: self.client_ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            created_at: self.at.unwrap_or_else(db::now),
+        }
+    }
+}
+
 /// Writes an event on `conn` (inside the caller's transaction, when there is one).
 pub fn record(conn: &mut db::AnyConnection, event: &Event) -> Result<(), db::DbError> {
-    events::insert(
-        conn,
-        &events::NewEvent {
-            kind: event.kind.as_str(),
-            user_id: event.user_id,
-            actor_id: event.actor_id,
-            email: event.email.as_deref(),
-            detail: event.detail.as_deref(),
-            client_ip: event.client_ip.as_deref(),
-            user_agent: event.user_agent.as_deref(),
-            created_at: event.at.unwrap_or_else(db::now),
-        },
-    )
+    events::insert(conn, &event.row())
+}
+
+/// Writes several events at once, in order (the worker's batches).
+pub fn record_all(conn: &mut db::AnyConnection, events: &[Event]) -> Result<(), db::DbError> {
+    let rows: Vec<events::NewEvent<'_>> = events.iter().map(Event::row).collect();
+    events::insert_all(conn, &rows)
 }
 
 impl Services {

@@ -223,6 +223,9 @@ impl Services {
             entry.1 = entry.1.max(at);
         }
         let mut queued = 0;
+        // Recorded together at the end of the batch: one statement instead of two or three
+        // per request.
+        let mut trail: Vec<Event> = Vec::with_capacity(mine.len() * 2);
         for Prepared {
             request,
             token_hash,
@@ -241,15 +244,12 @@ impl Services {
                 requested = requested.actor(admin);
             }
             let Some(user) = users.get(&request.email) else {
-                audit::record(
-                    c,
-                    &requested.detail("no account has this address; nothing sent"),
-                )?;
+                trail.push(requested.detail("no account has this address; nothing sent"));
                 continue;
             };
             let requested = requested.user(user.id, &user.email);
             if user.disabled {
-                audit::record(c, &requested.detail("account disabled; nothing sent"))?;
+                trail.push(requested.detail("account disabled; nothing sent"));
                 continue;
             }
             let (today, newest) = issued.get(&user.id).copied().unwrap_or_default();
@@ -260,22 +260,23 @@ impl Services {
                 } else {
                     "this address had its daily number of reset emails"
                 };
-                audit::record(c, &requested.clone().detail("throttled; nothing sent"))?;
+                trail.push(requested.clone().detail("throttled; nothing sent"));
                 let throttled = Event::new(EventKind::Throttled)
                     .user(user.id, &user.email)
                     .client(&client)
                     .at(request.created_at)
                     .detail(limit);
-                audit::record(c, &throttled)?;
+                trail.push(throttled);
                 continue;
             }
             let expires_at = db::now_plus(settings.reset_token_ttl);
             reset_tokens::insert(c, user.id, token_hash, &user.email, expires_at)?;
             outbox::insert(c, user.id, "reset", &user.email, sealed, Some(expires_at))?;
-            audit::record(c, &requested.detail("reset email queued"))?;
+            trail.push(requested.detail("reset email queued"));
             issued.insert(user.id, (today + 1, db::now()));
             queued += 1;
         }
+        audit::record_all(c, &trail)?;
         tracing::info!(handled = taken.len(), queued, "reset requests handled");
         Ok(queued)
     }
