@@ -137,6 +137,21 @@ pub fn set_disabled(conn: &mut AnyConnection, id: i64, disabled: bool) -> Result
     Ok(n == 1)
 }
 
+/// The ids of the enabled admins, locked until the transaction ends on Postgres (in id
+/// order), so that two admins disabling each other at once take turns and the second
+/// sees the first's change. (SQLite's write transactions are serialised already.)
+pub fn enabled_admins_locked(conn: &mut AnyConnection) -> Result<Vec<i64>, DbError> {
+    let query = users::table
+        .filter(users::is_admin.eq(true))
+        .filter(users::disabled.eq(false))
+        .order(users::id.asc())
+        .select(users::id);
+    match conn {
+        AnyConnection::Postgresql(pg) => Ok(query.for_update().load(pg)?),
+        AnyConnection::Sqlite(_) => Ok(query.load(conn)?),
+    }
+}
+
 /// How many accounts there are.
 pub fn count(conn: &mut AnyConnection) -> Result<i64, DbError> {
     Ok(users::table.count().get_result(conn)?)

@@ -326,7 +326,8 @@ impl Services {
     }
 
     /// Disables an account (ending its sessions and reset links with it) or enables it
-    /// again. An admin cannot disable their own account: that would lock the last admin out.
+    /// again. An admin cannot disable their own account, nor the last enabled admin (two
+    /// admins disabling each other at the same moment would otherwise both succeed).
     pub async fn admin_set_disabled(
         &self,
         admin: &Account,
@@ -348,6 +349,12 @@ impl Services {
                 let Some(user) = users::summary(c, user_id)? else {
                     return Ok(AdminOutcome::NotFound);
                 };
+                if disabled && user.is_admin {
+                    let admins = users::enabled_admins_locked(c)?;
+                    if admins.iter().all(|id| *id == user_id) {
+                        return Ok(AdminOutcome::Refused);
+                    }
+                }
                 if !users::set_disabled(c, user_id, disabled)? {
                     return Ok(AdminOutcome::Unchanged);
                 }

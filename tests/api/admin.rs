@@ -1644,6 +1644,36 @@ async fn the_outbox_pages_newest_first_and_back(backend: Backend) {
     assert_eq!(back, one);
 }
 
+async fn two_admins_disabling_each_other_at_once_leave_one_admin(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = sign_in_admin(&app).await;
+    let other = "second@example.com";
+    let client = new_client();
+    app.sign_up_with(&client, other, GOOD_PASSWORD).await;
+    assert!(app.db(move |c| db::users::promote(c, other)).await);
+    let second = Admin {
+        client,
+        id: id_of(&app, other).await,
+    };
+    let (a, b) = (action(second.id, "disable"), action(first.id, "disable"));
+    let (x, y) = tokio::join!(
+        app.post_form_with(&first.client, &a, &[]),
+        app.post_form_with(&second.client, &b, &[]),
+    );
+    assert_eq!(x.status(), StatusCode::SEE_OTHER);
+    assert_eq!(y.status(), StatusCode::SEE_OTHER);
+    let disabled = [
+        account(&app, ADMIN).await.disabled,
+        account(&app, other).await.disabled,
+    ];
+    assert_ne!(disabled, [true, true], "an enabled admin is left");
+    assert_eq!(
+        disabled.iter().filter(|d| **d).count(),
+        1,
+        "the first to commit wins"
+    );
+}
+
 both_backends!(
     every_admin_page_sends_a_signed_out_visitor_to_sign_in_and_back,
     every_admin_page_refuses_a_signed_in_user_who_is_not_an_admin,
@@ -1684,6 +1714,7 @@ both_backends!(
     an_address_fragment_common_to_many_accounts_still_filters_the_events,
     odd_input_on_admin_pages_gets_a_clear_4xx,
     the_outbox_pages_newest_first_and_back,
+    two_admins_disabling_each_other_at_once_leave_one_admin,
 );
 
 // ---------------------------------------------------------------------------------------
