@@ -139,6 +139,16 @@ pub fn claim_due(
         .load(conn)?)
 }
 
+/// Whether a message is still waiting to be sent (not dropped meanwhile).
+pub fn is_queued(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
+    let found: Option<String> = outbox::table
+        .find(id)
+        .select(outbox::status)
+        .first(conn)
+        .optional()?;
+    Ok(found.as_deref() == Some(status::QUEUED))
+}
+
 /// Records a delivery and scrubs the body: a sent message's link must not outlive it.
 pub fn mark_sent(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
     let now = super::now();
@@ -157,7 +167,7 @@ pub fn mark_sent(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
 
 /// Records a failed attempt: retried at `retry_at`, or given up (`None`). A message given
 /// up on keeps its sealed body so that an admin can retry it; housekeeping scrubs it when
-/// its link expires ([`expire_stale`]).
+/// its link expires ([`expire_stale`]). A message dropped meanwhile stays dropped.
 pub fn mark_attempt_failed(
     conn: &mut AnyConnection,
     id: i64,
@@ -166,22 +176,30 @@ pub fn mark_attempt_failed(
 ) -> Result<(), DbError> {
     let error: String = error.chars().take(500).collect();
     match retry_at {
-        Some(at) => diesel::update(outbox::table.find(id))
-            .set((
-                outbox::attempts.eq(outbox::attempts + 1),
-                outbox::next_attempt_at.eq(at),
-                outbox::locked_until.eq(None::<NaiveDateTime>),
-                outbox::last_error.eq(Some(error)),
-            ))
-            .execute(conn)?,
-        None => diesel::update(outbox::table.find(id))
-            .set((
-                outbox::status.eq(status::FAILED),
-                outbox::attempts.eq(outbox::attempts + 1),
-                outbox::locked_until.eq(None::<NaiveDateTime>),
-                outbox::last_error.eq(Some(error)),
-            ))
-            .execute(conn)?,
+        Some(at) => diesel::update(
+            outbox::table
+                .find(id)
+                .filter(outbox::status.eq(status::QUEUED)),
+        )
+        .set((
+            outbox::attempts.eq(outbox::attempts + 1),
+            outbox::next_attempt_at.eq(at),
+            outbox::locked_until.eq(None::<NaiveDateTime>),
+            outbox::last_error.eq(Some(error)),
+        ))
+        .execute(conn)?,
+        None => diesel::update(
+            outbox::table
+                .find(id)
+                .filter(outbox::status.eq(status::QUEUED)),
+        )
+        .set((
+            outbox::status.eq(status::FAILED),
+            outbox::attempts.eq(outbox::attempts + 1),
+            outbox::locked_until.eq(None::<NaiveDateTime>),
+            outbox::last_error.eq(Some(error)),
+        ))
+        .execute(conn)?,
     };
     Ok(())
 }

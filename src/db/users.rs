@@ -147,9 +147,26 @@ pub fn enabled_admins_locked(conn: &mut AnyConnection) -> Result<Vec<i64>, DbErr
         .order(users::id.asc())
         .select(users::id);
     match conn {
-        AnyConnection::Postgresql(pg) => Ok(query.for_update().load(pg)?),
+        // NO KEY UPDATE: two disables still take turns, but sign-ins (a session row's
+        // foreign-key check) are not held up.
+        AnyConnection::Postgresql(pg) => Ok(query.for_no_key_update().load(pg)?),
         AnyConnection::Sqlite(_) => Ok(query.load(conn)?),
     }
+}
+
+/// Locks an account's row until the transaction ends (Postgres; SQLite's write
+/// transactions are serialised already). Transactions that change an account and its
+/// reset tokens take the account first, so that two of them never wait for each other
+/// crosswise.
+pub fn lock(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        users::table
+            .find(id)
+            .select(users::id)
+            .for_no_key_update()
+            .load::<i64>(pg)?;
+    }
+    Ok(())
 }
 
 /// How many accounts there are.

@@ -127,6 +127,15 @@ impl Worker {
     }
 
     async fn deliver(&self, row: outbox::OutboxRow) -> Result<(), crate::services::ServiceError> {
+        // A reset email claimed with others may have died while they were sent (its link
+        // revoked by a password change, a reset or a disabled account): never mail it then.
+        if row.kind == "reset" {
+            let id = row.id;
+            if !db::run(&self.services.pool, move |c| outbox::is_queued(c, id)).await? {
+                tracing::info!(outbox_id = id, "reset email dropped before sending");
+                return Ok(());
+            }
+        }
         let message = EmailMessage::open(&self.services.keys, &row.payload);
         let result = match &message {
             Some(message) => {

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 
 use crate::db::{
     self,
@@ -206,7 +206,13 @@ impl Services {
                 user_ids: query.user.map(|id| vec![id]),
                 client_ip: query.ip,
                 from: query.from.map(start_of),
-                until: query.to.and_then(|d| d.succ_opt()).map(start_of),
+                // The day after 9999-12-31 would be written `+10000-…`, which SQLite's text
+                // comparison puts before every real time: no upper bound then.
+                until: query
+                    .to
+                    .and_then(|d| d.succ_opt())
+                    .filter(|d| d.year() <= 9999)
+                    .map(start_of),
                 ..EventFilter::default()
             };
             if let Some(fragment) = query.email {

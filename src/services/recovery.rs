@@ -428,7 +428,10 @@ impl Services {
             .client(client);
         let won = db::run(&self.pool, move |c| {
             let won = db::write_transaction(c, |c| {
-                // The consume comes first: it is the write that decides the race.
+                // The account first, as a password change or a disable takes it before the
+                // account's tokens: taking the token first could deadlock with them.
+                users::lock(c, user.id)?;
+                // Then the consume: it is the write that decides the race.
                 if !reset_tokens::consume(c, &token.token_hash)? {
                     return Ok(false);
                 }

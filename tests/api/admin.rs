@@ -1607,6 +1607,12 @@ async fn odd_input_on_admin_pages_gets_a_clear_4xx(backend: Backend) {
             "an HTML page explains: {path}"
         );
     }
+    // The last day there is still bounds nothing out (the day after it has five digits).
+    seed_events(&app, vec![seed(7, db::now())]).await;
+    assert_eq!(
+        seeds_shown(&app, &admin, "/admin/events?from=2000-01-01&to=9999-12-31").await,
+        vec![Some(7)]
+    );
     // Unicode is fine to search for.
     page(&app, &admin, "/admin/users?q=%C3%A9l%C3%A8ve").await;
     page(&app, &admin, "/admin/events?email=%C3%A9l%C3%A8ve").await;
@@ -1655,11 +1661,42 @@ async fn two_admins_disabling_each_other_at_once_leave_one_admin(backend: Backen
         client,
         id: id_of(&app, other).await,
     };
+    // Both requests must be inside their transactions at once: another connection holds
+    // the two accounts (Postgres) or the write lock (SQLite) while they arrive, then lets go.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let pool = app.pool.clone();
+    let holder = tokio::task::spawn_blocking(move || {
+        use diesel::{connection::SimpleConnection, prelude::*};
+        let mut conn = pool.get().expect("a connection");
+        let c: &mut db::AnyConnection = &mut conn;
+        match c {
+            db::AnyConnection::Postgresql(pg) => {
+                pg.batch_execute("BEGIN").unwrap();
+                diesel::sql_query("SELECT id FROM users WHERE is_admin FOR NO KEY UPDATE")
+                    .execute(pg)
+                    .unwrap();
+            }
+            db::AnyConnection::Sqlite(sq) => sq.batch_execute("BEGIN IMMEDIATE").unwrap(),
+        }
+        held_tx.send(()).unwrap();
+        hold_rx.recv().unwrap();
+        c.batch_execute("COMMIT").unwrap();
+    });
+    held_rx.await.unwrap();
     let (a, b) = (action(second.id, "disable"), action(first.id, "disable"));
-    let (x, y) = tokio::join!(
-        app.post_form_with(&first.client, &a, &[]),
-        app.post_form_with(&second.client, &b, &[]),
-    );
+    let requests = async {
+        tokio::join!(
+            app.post_form_with(&first.client, &a, &[]),
+            app.post_form_with(&second.client, &b, &[]),
+        )
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hold_tx.send(()).unwrap();
+    };
+    let ((x, y), ()) = tokio::join!(requests, release);
+    holder.await.unwrap();
     assert_eq!(x.status(), StatusCode::SEE_OTHER);
     assert_eq!(y.status(), StatusCode::SEE_OTHER);
     let disabled = [
@@ -1672,6 +1709,39 @@ async fn two_admins_disabling_each_other_at_once_leave_one_admin(backend: Backen
         1,
         "the first to commit wins"
     );
+}
+
+async fn a_reset_email_dropped_while_the_worker_sends_others_is_never_sent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = sign_in_admin(&app).await;
+    app.create_account("ann@example.com", GOOD_PASSWORD).await;
+    app.create_account("bob@example.com", GOOD_PASSWORD).await;
+    let bob = id_of(&app, "bob@example.com").await;
+    // Both requests queued together, so the worker claims both emails at once; the SMTP
+    // server then holds ann's (the first) while bob's account is disabled.
+    app.mail.hold();
+    app.db(|c| {
+        db::write_transaction(c, |c| {
+            for email in ["ann@example.com", "bob@example.com"] {
+                db::reset_requests::insert(c, email, "192.0.2.7", "test", None)?;
+            }
+            Ok(())
+        })
+    })
+    .await;
+    let first = app.mail.wait_for(1).await;
+    assert_eq!(first[0].envelope_to, vec!["ann@example.com"]);
+    let claimed = wait_for_mail_row(&app, |r| {
+        r.recipient == "bob@example.com" && r.locked_until.is_some()
+    })
+    .await;
+    act(&app, &admin, &action(bob, "disable")).await;
+    app.mail.release();
+
+    app.mail.assert_stays_at(1).await;
+    let row = wait_for_mail_row(&app, move |r| r.id == claimed.id).await;
+    assert_eq!(row.status, "expired", "{row:?}");
+    assert!(row.payload.is_empty());
 }
 
 both_backends!(
@@ -1715,6 +1785,7 @@ both_backends!(
     odd_input_on_admin_pages_gets_a_clear_4xx,
     the_outbox_pages_newest_first_and_back,
     two_admins_disabling_each_other_at_once_leave_one_admin,
+    a_reset_email_dropped_while_the_worker_sends_others_is_never_sent,
 );
 
 // ---------------------------------------------------------------------------------------
