@@ -1851,6 +1851,25 @@ async fn an_admin_from_the_cli_disables_an_account_in_a_browser_without_javascri
     browser.screenshot("admin-user-disabled").await;
     assert!(account(&app, "ann@example.com").await.disabled);
 
+    // The other actions, each a plain form.
+    browser.click("form[action$='/enable'] button").await;
+    browser.wait_for_url("notice=enabled").await;
+    assert!(!account(&app, "ann@example.com").await.disabled);
+    browser.click("form[action$='/end-sessions'] button").await;
+    browser.wait_for_url("notice=sessions-ended").await;
+    browser.click("form[action$='/reset-email'] button").await;
+    browser.wait_for_url("notice=reset-queued").await;
+    let mail = app.mail.wait_for(1).await;
+    assert_eq!(mail[0].envelope_to, vec!["ann@example.com"]);
+
+    // The outbox shows that email as sent.
+    browser.click("a[href='/admin/outbox']").await;
+    browser.wait_for_url("/admin/outbox").await;
+    browser.wait_for_text(r#"data-status="sent""#).await;
+    browser.screenshot("admin-outbox").await;
+    browser.goto(&app.url(&format!("/admin/users/{ann}"))).await;
+    browser.wait_for_text("ann@example.com").await;
+
     browser
         .click(&format!("a[href='/admin/events?user={ann}']"))
         .await;
