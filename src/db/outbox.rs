@@ -320,8 +320,15 @@ pub fn summary(conn: &mut AnyConnection, id: i64) -> Result<Option<OutboxSummary
         .optional()?)
 }
 
+/// Whether [`requeue_failed`] would take this message (its condition, for the page that
+/// offers the button): failed, its body kept, its link not expired.
+pub fn retryable(mail: &OutboxSummary, has_body: bool, now: NaiveDateTime) -> bool {
+    mail.status == status::FAILED && has_body && mail.expires_at.is_none_or(|at| at > now)
+}
+
 /// Puts a failed message back in the queue with a fresh set of attempts, if it still has
-/// its body and its link has not expired; returns whether it did.
+/// its body and its link has not expired (keep [`retryable`] in step); returns whether it
+/// did.
 pub fn requeue_failed(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
     let now = super::now();
     let n = diesel::update(

@@ -38,6 +38,17 @@ pub struct SessionInfo {
     pub created_at: chrono::NaiveDateTime,
 }
 
+impl From<sessions::SessionRow> for SessionInfo {
+    fn from(s: sessions::SessionRow) -> Self {
+        Self {
+            public_id: s.public_id,
+            client_ip: s.client_ip,
+            user_agent: s.user_agent,
+            created_at: s.created_at,
+        }
+    }
+}
+
 /// Why a sign-up was refused.
 #[derive(Debug)]
 pub enum SignUpProblem {
@@ -215,15 +226,7 @@ impl Services {
     /// A user's live signed-in sessions.
     pub async fn sessions_of(&self, user_id: i64) -> Result<Vec<SessionInfo>, ServiceError> {
         let rows = db::run(&self.pool, move |c| sessions::for_user(c, user_id)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|s| SessionInfo {
-                public_id: s.public_id,
-                client_ip: s.client_ip,
-                user_agent: s.user_agent,
-                created_at: s.created_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(SessionInfo::from).collect())
     }
 
     /// Ends every session of a user but the one named (or all, with `None`), and records

@@ -169,9 +169,9 @@ impl Services {
         .await?)
     }
 
-    /// An account with its sessions and latest events.
+    /// An account with its sessions and latest events, in one blocking hop.
     pub async fn admin_user(&self, id: i64) -> Result<Option<UserDetail>, ServiceError> {
-        let found = db::run(&self.pool, move |c| {
+        Ok(db::run(&self.pool, move |c| {
             let Some(user) = users::summary(c, id)? else {
                 return Ok(None);
             };
@@ -180,18 +180,14 @@ impl Services {
                 ..EventFilter::default()
             };
             let events = db::events::page(c, &filter, Keyset::First, LATEST_EVENTS)?;
-            Ok(Some((user, with_actors(c, events.rows)?)))
+            let sessions = sessions::for_user(c, id)?;
+            Ok(Some(UserDetail {
+                user,
+                sessions: sessions.into_iter().map(SessionInfo::from).collect(),
+                events: with_actors(c, events.rows)?,
+            }))
         })
-        .await?;
-        let Some((user, events)) = found else {
-            return Ok(None);
-        };
-        let sessions = self.sessions_of(id).await?;
-        Ok(Some(UserDetail {
-            user,
-            sessions,
-            events,
-        }))
+        .await?)
     }
 
     /// A page of the audit log, newest first.
@@ -260,9 +256,7 @@ impl Services {
                 .rows
                 .into_iter()
                 .map(|(mail, has_body)| MailEntry {
-                    retryable: mail.status == outbox::status::FAILED
-                        && has_body
-                        && mail.expires_at.is_none_or(|at| at > now),
+                    retryable: outbox::retryable(&mail, has_body, now),
                     mail,
                 })
                 .collect(),

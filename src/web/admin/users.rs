@@ -11,6 +11,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::{
+    db::users::UserSummary,
     error::PageError,
     mail::message::{browser_name, lifetime_in_words},
     services::{admin::AdminOutcome, admin::UserDetail},
@@ -40,6 +41,20 @@ pub struct UserView {
     pub last_reset: String,
     pub disabled: bool,
     pub admin: bool,
+}
+
+impl From<UserSummary> for UserView {
+    fn from(u: UserSummary) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            created: when(u.created_at),
+            last_login: when_or_never(u.last_login_at),
+            last_reset: when_or_never(u.last_reset_at),
+            disabled: u.disabled,
+            admin: u.is_admin,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -84,19 +99,7 @@ pub async fn list(
     let fragment = (!q.is_empty()).then(|| q.clone());
     let found = state.services.admin_users(fragment, keyset).await?;
     let to = |key: &str, id: i64| link("/admin/users", &[("q", q.clone()), (key, id.to_string())]);
-    let users = found
-        .rows
-        .into_iter()
-        .map(|u| UserView {
-            id: u.id,
-            email: u.email,
-            created: when(u.created_at),
-            last_login: when_or_never(u.last_login_at),
-            last_reset: when_or_never(u.last_reset_at),
-            disabled: u.disabled,
-            admin: u.is_admin,
-        })
-        .collect();
+    let users = found.rows.into_iter().map(UserView::from).collect();
     page(
         StatusCode::OK,
         &UsersPage {
@@ -190,15 +193,7 @@ pub async fn detail(
         &UserPage {
             l: admin_layout(csrf.token(), &admin),
             is_self: admin.id == user.id,
-            user: UserView {
-                id: user.id,
-                email: user.email,
-                created: when(user.created_at),
-                last_login: when_or_never(user.last_login_at),
-                last_reset: when_or_never(user.last_reset_at),
-                disabled: user.disabled,
-                admin: user.is_admin,
-            },
+            user: user.into(),
             sessions,
             events: event_views(events),
             notice: query.notice.as_deref().and_then(|c| user_notice(c, &state)),
