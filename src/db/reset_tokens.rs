@@ -20,6 +20,8 @@ pub struct ResetTokenRow {
     pub created_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
     pub used_at: Option<NaiveDateTime>,
+    /// How often the link was opened while live.
+    pub openings: i64,
 }
 
 #[derive(Insertable)]
@@ -65,6 +67,15 @@ pub fn find_with_user(
         .select((ResetTokenRow::as_select(), UserRow::as_select()))
         .first(conn)
         .optional()?)
+}
+
+/// Counts one opening of a live link; returns how many there have been, this one
+/// included (one statement, so concurrent openings each get their own number).
+pub fn count_opening(conn: &mut AnyConnection, id: i64) -> Result<i64, DbError> {
+    Ok(diesel::update(reset_tokens::table.find(id))
+        .set(reset_tokens::openings.eq(reset_tokens::openings + 1))
+        .returning(reset_tokens::openings)
+        .get_result(conn)?)
 }
 
 /// Marks the token used if it is still live and its account is enabled and still at the

@@ -12,6 +12,7 @@ diesel::table! {
         password_changed_at -> Timestamp,
         last_login_at -> Nullable<Timestamp>,
         last_reset_at -> Nullable<Timestamp>,
+        credential_generation -> BigInt,
     }
 }
 
@@ -35,6 +36,7 @@ diesel::table! {
         created_at -> Timestamp,
         expires_at -> Timestamp,
         used_at -> Nullable<Timestamp>,
+        openings -> BigInt,
     }
 }
 
@@ -67,6 +69,7 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         created_at -> Timestamp,
         expires_at -> Timestamp,
+        credential_generation -> Nullable<BigInt>,
     }
 }
 

@@ -4,7 +4,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::{AnyConnection, DbError, schema::sessions};
+use super::{
+    AnyConnection, DbError,
+    schema::{sessions, users},
+};
 
 /// A session row.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -19,9 +22,12 @@ pub struct SessionRow {
     pub user_agent: Option<String>,
     pub created_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
+    /// The account's credential generation this sign-in was made for.
+    pub credential_generation: Option<i64>,
 }
 
-/// What a session row holds besides its key.
+/// What a session row holds besides its key (and, for a sign-in, its generation, which
+/// only the account's own changes move).
 #[derive(Debug, Clone, AsChangeset)]
 #[diesel(table_name = sessions, treat_none_as_null = true)]
 pub struct SessionData {
@@ -30,7 +36,6 @@ pub struct SessionData {
     pub state: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
-    pub expires_at: NaiveDateTime,
 }
 
 #[derive(Insertable)]
@@ -44,26 +49,39 @@ struct NewSession<'a> {
     user_agent: Option<&'a str>,
     created_at: NaiveDateTime,
     expires_at: NaiveDateTime,
+    credential_generation: Option<i64>,
 }
 
-/// The live session stored under one of these key hashes.
+/// The live session stored under one of these key hashes. A signed-in session is live
+/// only while its account is enabled and still at the generation the session was made
+/// for: a reset, password change or disable ends it even if its row escaped the delete.
 pub fn find_live(
     conn: &mut AnyConnection,
     key_hashes: &[Vec<u8>],
 ) -> Result<Option<SessionRow>, DbError> {
     Ok(sessions::table
+        .left_join(users::table)
         .filter(sessions::key_hash.eq_any(key_hashes))
         .filter(sessions::expires_at.gt(super::now()))
+        .filter(
+            sessions::user_id.is_null().or(users::credential_generation
+                .nullable()
+                .eq(sessions::credential_generation)
+                .and(users::disabled.eq(false))),
+        )
         .select(SessionRow::as_select())
         .first(conn)
         .optional()?)
 }
 
-/// Stores a new session.
+/// Stores a new session until `expires_at`, which nothing moves later: a session's
+/// lifetime is absolute from sign-in. `generation`: the account's, for a sign-in.
 pub fn insert(
     conn: &mut AnyConnection,
     key_hash: &[u8],
     data: &SessionData,
+    expires_at: NaiveDateTime,
+    generation: Option<i64>,
 ) -> Result<(), DbError> {
     diesel::insert_into(sessions::table)
         .values(NewSession {
@@ -74,13 +92,14 @@ pub fn insert(
             client_ip: data.client_ip.as_deref(),
             user_agent: data.user_agent.as_deref(),
             created_at: super::now(),
-            expires_at: data.expires_at,
+            expires_at,
+            credential_generation: generation,
         })
         .execute(conn)?;
     Ok(())
 }
 
-/// Replaces a session's data; returns false when the row is gone (it was ended meanwhile).
+/// Replaces a session's data (never its expiry nor its generation); returns false when the row is gone (it was ended meanwhile).
 pub fn update(
     conn: &mut AnyConnection,
     key_hash: &[u8],
@@ -92,22 +111,27 @@ pub fn update(
     Ok(n == 1)
 }
 
+/// Moves the one session a password change keeps to the account's new generation.
+pub fn set_generation(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    public_id: &str,
+    generation: i64,
+) -> Result<(), DbError> {
+    diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::public_id.eq(public_id)),
+    )
+    .set(sessions::credential_generation.eq(Some(generation)))
+    .execute(conn)?;
+    Ok(())
+}
+
 /// Moves a session to a new key hash (after a key rotation).
 pub fn rekey(conn: &mut AnyConnection, old: &[u8], new: &[u8]) -> Result<(), DbError> {
     diesel::update(sessions::table.filter(sessions::key_hash.eq(old)))
         .set(sessions::key_hash.eq(new))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Extends a session's life.
-pub fn touch(
-    conn: &mut AnyConnection,
-    key_hash: &[u8],
-    expires_at: NaiveDateTime,
-) -> Result<(), DbError> {
-    diesel::update(sessions::table.filter(sessions::key_hash.eq(key_hash)))
-        .set(sessions::expires_at.eq(expires_at))
         .execute(conn)?;
     Ok(())
 }

@@ -22,6 +22,9 @@ pub struct UserRow {
     pub password_changed_at: NaiveDateTime,
     pub last_login_at: Option<NaiveDateTime>,
     pub last_reset_at: Option<NaiveDateTime>,
+    /// Bumped by every reset, password change and disable: a session is good only for the
+    /// generation its password was checked against.
+    pub credential_generation: i64,
 }
 
 /// An account as the admin pages list it: everything but the password hash, which no
@@ -88,27 +91,59 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<UserRow>, DbErro
         .optional()?)
 }
 
-/// Replaces the password hash and records when (and, for a reset link, that it was one).
+/// How a password is being replaced.
+#[derive(Debug, Clone, Copy)]
+pub enum PasswordSet {
+    /// Through a reset link: unconditional (the consumed token decided the race).
+    Reset,
+    /// By a signed-in user: only if the account is still at the generation the current
+    /// password was checked against, so a change cannot undo a reset that won meanwhile.
+    Change { generation: i64 },
+}
+
+/// Replaces the password hash, records when (and, for a reset link, that it was one) and
+/// bumps the credential generation. Returns false when a change found the account at
+/// another generation (nothing was written).
 pub fn set_password(
     conn: &mut AnyConnection,
     id: i64,
     hash: &str,
-    by_reset: bool,
-) -> Result<(), DbError> {
+    by: PasswordSet,
+) -> Result<bool, DbError> {
     let now = super::now();
-    let target = users::table.find(id);
     let changed = (
         users::password_hash.eq(hash),
         users::password_changed_at.eq(now),
+        users::credential_generation.eq(users::credential_generation + 1),
     );
-    if by_reset {
-        diesel::update(target)
+    let n = match by {
+        PasswordSet::Reset => diesel::update(users::table.find(id))
             .set((changed, users::last_reset_at.eq(Some(now))))
-            .execute(conn)?;
-    } else {
-        diesel::update(target).set(changed).execute(conn)?;
+            .execute(conn)?,
+        PasswordSet::Change { generation } => diesel::update(
+            users::table
+                .find(id)
+                .filter(users::credential_generation.eq(generation)),
+        )
+        .set(changed)
+        .execute(conn)?,
+    };
+    Ok(n == 1)
+}
+
+/// The account's credential generation, if a session may be written for it (it exists
+/// and is enabled). On Postgres the row is share-locked until the transaction ends, so a
+/// reset, change or disable in progress is waited for and seen, and none can begin
+/// before the session row is in (where it will then end it).
+pub fn session_generation(conn: &mut AnyConnection, id: i64) -> Result<Option<i64>, DbError> {
+    let query = users::table
+        .find(id)
+        .filter(users::disabled.eq(false))
+        .select(users::credential_generation);
+    match conn {
+        AnyConnection::Postgresql(pg) => Ok(query.for_share().first(pg).optional()?),
+        AnyConnection::Sqlite(_) => Ok(query.first(conn).optional()?),
     }
-    Ok(())
 }
 
 /// Replaces the hash only if it is still `old`: used to upgrade parameters at sign-in
@@ -131,9 +166,21 @@ pub fn touch_login(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
 /// Disables or enables an account; returns whether it changed (false when it was already
 /// so, or does not exist).
 pub fn set_disabled(conn: &mut AnyConnection, id: i64, disabled: bool) -> Result<bool, DbError> {
-    let n = diesel::update(users::table.find(id).filter(users::disabled.ne(disabled)))
-        .set(users::disabled.eq(disabled))
-        .execute(conn)?;
+    let target = users::table.find(id).filter(users::disabled.ne(disabled));
+    // Disabling moves the generation on, so a session written for the enabled account
+    // (a sign-in in flight) does not come back to life when it is enabled again.
+    let n = if disabled {
+        diesel::update(target)
+            .set((
+                users::disabled.eq(true),
+                users::credential_generation.eq(users::credential_generation + 1),
+            ))
+            .execute(conn)?
+    } else {
+        diesel::update(target)
+            .set(users::disabled.eq(false))
+            .execute(conn)?
+    };
     Ok(n == 1)
 }
 

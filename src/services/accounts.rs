@@ -1,7 +1,10 @@
 //! Sign-up, sign-in, password change and the sessions of an account.
 
 use crate::{
-    db::{self, outbox, reset_tokens, sessions, users, users::UserRow},
+    db::{
+        self, outbox, reset_tokens, sessions,
+        users::{self, PasswordSet, UserRow},
+    },
     domain::{EmailAddress, NewPassword, PasswordProblem, SubmittedPassword},
     mail::message::{RequestOrigin, password_changed_email},
 };
@@ -17,6 +20,8 @@ pub struct Account {
     pub id: i64,
     pub email: String,
     pub is_admin: bool,
+    /// The credential generation this account was read at (see `users::PasswordSet`).
+    pub credential_generation: i64,
 }
 
 impl From<UserRow> for Account {
@@ -25,6 +30,7 @@ impl From<UserRow> for Account {
             id: row.id,
             email: row.email,
             is_admin: row.is_admin,
+            credential_generation: row.credential_generation,
         }
     }
 }
@@ -61,6 +67,9 @@ pub enum SignUpProblem {
 pub enum ChangeProblem {
     WrongCurrentPassword,
     Password(PasswordProblem),
+    /// A reset, another change or a disable won while this one was checked: nothing was
+    /// written, and this session is no longer good.
+    CredentialsChanged,
 }
 
 impl Services {
@@ -194,21 +203,33 @@ impl Services {
             Err(problem) => return Ok(Err(ChangeProblem::Password(problem))),
         };
         let sealed = self.password_changed_mail(client)?;
-        let (id, email) = (user.id, user.email.clone());
+        let (id, email, generation) = (user.id, user.email.clone(), user.credential_generation);
         let changed = Event::new(EventKind::PasswordChanged)
             .user(id, &email)
             .client(client);
-        db::run(&self.pool, move |c| {
+        let written = db::run(&self.pool, move |c| {
             db::write_transaction(c, |c| {
-                users::set_password(c, id, &hash, false)?;
+                // The account first, as a reset does, then the write, only if nothing
+                // changed the credentials since the current password was checked.
+                users::lock(c, id)?;
+                if !users::set_password(c, id, &hash, PasswordSet::Change { generation })? {
+                    return Ok(false);
+                }
                 reset_tokens::revoke_for_user(c, id)?;
                 outbox::drop_reset_mail(c, id)?;
                 sessions::delete_for_user_except(c, id, keep_session.as_deref())?;
+                if let Some(keep) = &keep_session {
+                    sessions::set_generation(c, id, keep, generation + 1)?;
+                }
                 outbox::insert(c, id, "password_changed", &email, &sealed, None)?;
-                audit::record(c, &changed)
+                audit::record(c, &changed)?;
+                Ok(true)
             })
         })
         .await?;
+        if !written {
+            return Ok(Err(ChangeProblem::CredentialsChanged));
+        }
         self.mail_wake.notify_one();
         Ok(Ok(()))
     }

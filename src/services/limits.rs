@@ -32,6 +32,9 @@ pub enum LimitGroup {
     /// refused (a cross-site page could then spend a victim's budget with hidden images);
     /// past the limit they are only no longer audited, so nobody can fill the trail.
     DeadLinks,
+    /// Openings of live reset links, counted against the reset limit's numbers but apart
+    /// from dead ones. Never refused either; past the limit they are not audited.
+    LiveLinks,
 }
 
 impl LimitGroup {
@@ -41,6 +44,7 @@ impl LimitGroup {
             Self::Login => "login",
             Self::Reset => "reset",
             Self::DeadLinks => "dead-link",
+            Self::LiveLinks => "live-link",
         }
     }
 }
@@ -177,7 +181,7 @@ impl Services {
         let limit = match group {
             LimitGroup::Forgot => limits.forgot,
             LimitGroup::Login => limits.login,
-            LimitGroup::Reset | LimitGroup::DeadLinks => limits.reset,
+            LimitGroup::Reset | LimitGroup::DeadLinks | LimitGroup::LiveLinks => limits.reset,
         }?;
         let window_us = i64::try_from(limit.window.as_micros())
             .unwrap_or(i64::MAX)

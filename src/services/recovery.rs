@@ -28,16 +28,19 @@ use super::{
     limits::{LimitGroup, Verdict},
 };
 
+/// How many openings of one live link are audited; later ones are only counted.
+pub const AUDITED_OPENINGS: i64 = 5;
+
 /// The keyed hashes a token may be stored under (the current key's first, then the one
-/// being rotated out): what a browser session holds between opening the link and
+/// being rotated out): what a browser's reset cookie holds between opening the link and
 /// submitting the form (the token itself leaves the address bar). Only the services make
 /// one from a token, so nothing else needs the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHash(Vec<Vec<u8>>);
 
 impl TokenHash {
-    /// Hex of the stored hash, for keeping in the session (the link was opened, so the
-    /// hash it is stored under is known).
+    /// Hex of the stored hash, for the reset cookie (the link was opened, so the hash it
+    /// is stored under is known).
     pub fn to_hex(&self) -> String {
         self.0
             .first()
@@ -311,8 +314,11 @@ impl Services {
     }
 
     /// Checks a token from a link; the hash it is stored under if it is live. Never
-    /// consumes it. Records the opening, and why the link was dead if it was (dead links
-    /// only up to the reset limit per client, so nobody can fill the trail with them).
+    /// consumes it. Records the opening, and why the link was dead if it was, but only so
+    /// many: the first [`AUDITED_OPENINGS`] openings of a live link, within the client's
+    /// budget for live links (dead links have their own), so nobody can fill the trail by
+    /// opening links in a loop. Openings are never refused: a cross-site page could then
+    /// spend a victim's budget with hidden images.
     pub async fn open_reset_link(
         &self,
         token: &ResetToken,
@@ -320,11 +326,21 @@ impl Services {
     ) -> Result<Option<TokenHash>, ServiceError> {
         let hashes = self.token_hash(token).0;
         let opened = Event::new(EventKind::ResetLinkOpened).client(client);
-        // A live link's opening is recorded in the same blocking hop as the lookup.
+        let budget = self.pending_hit(LimitGroup::LiveLinks, client);
+        // A live link's opening is counted and recorded in the same blocking hop as the
+        // lookup.
         let state = db::run(&self.pool, move |c| {
             let state = link_state(c, &hashes)?;
-            if let LinkState::Live { user, .. } = &state {
-                audit::record(c, &opened.user(user.id, &user.email))?;
+            if let LinkState::Live { token, user } = &state {
+                let openings = reset_tokens::count_opening(c, token.id)?;
+                let audited = openings <= AUDITED_OPENINGS
+                    && match &budget {
+                        None => true,
+                        Some(hit) => hit.count(c)? == Verdict::Allowed,
+                    };
+                if audited {
+                    audit::record(c, &opened.user(user.id, &user.email))?;
+                }
             }
             Ok(state)
         })
@@ -435,7 +451,7 @@ impl Services {
                 if !reset_tokens::consume(c, &token.token_hash)? {
                     return Ok(false);
                 }
-                users::set_password(c, user.id, &new_hash, true)?;
+                users::set_password(c, user.id, &new_hash, users::PasswordSet::Reset)?;
                 reset_tokens::revoke_for_user(c, user.id)?;
                 outbox::drop_reset_mail(c, user.id)?;
                 sessions::delete_for_user_except(c, user.id, None)?;

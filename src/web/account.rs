@@ -190,6 +190,11 @@ pub async fn change_password(
             tracing::info!(user_id = user.id, "password changed");
             Ok(see_other("/account?notice=password-changed"))
         }
+        Err(ChangeProblem::CredentialsChanged) => {
+            // A reset, another change or a disable won meanwhile: this session is over.
+            session::sign_out(&session);
+            Ok(see_other("/login?notice=credentials-changed"))
+        }
         Err(ChangeProblem::WrongCurrentPassword) => {
             let feedback = Feedback {
                 current_error: Some("That is not your current password.".to_owned()),

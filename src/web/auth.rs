@@ -198,6 +198,11 @@ pub async fn login_form(
         Some("password-changed") => {
             Some("Your password has been changed. Sign in with your new password.".to_owned())
         }
+        Some("credentials-changed") => Some(
+            "Your password was changed or reset elsewhere meanwhile, so nothing was changed \
+             here. Sign in again."
+                .to_owned(),
+        ),
         _ => None,
     };
     page(

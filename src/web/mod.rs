@@ -13,6 +13,7 @@ pub mod key_rotation;
 pub mod middleware;
 pub mod recovery;
 pub mod render;
+pub mod reset_cookie;
 pub mod session;
 pub mod session_store;
 

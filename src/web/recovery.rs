@@ -21,7 +21,8 @@ use super::{
     client::Client,
     csrf::Csrf,
     render::{Layout, page, see_other},
-    session::{self, current_user, layout},
+    reset_cookie::OpenedLink,
+    session::{current_user, layout},
 };
 
 /// The answer to every valid forgot request, registered address or not.
@@ -142,12 +143,13 @@ pub struct ResetQuery {
     token: Option<String>,
 }
 
-/// `GET /reset?token=T` moves a live token into the session and redirects to `/reset`, so
-/// the token leaves the address bar (and Referer, history, screenshots). `GET /reset`
-/// shows the form while the session holds a live token. Neither consumes the token.
+/// `GET /reset?token=T` moves a live token's hash into the reset cookie and redirects to
+/// `/reset`, so the token leaves the address bar (and Referer, history, screenshots).
+/// `GET /reset` shows the form while the cookie names a live token. Neither consumes the
+/// token.
 pub async fn reset_form(
     state: Data<AppState>,
-    session: Session,
+    link: OpenedLink,
     csrf: Csrf,
     Client(client): Client,
     query: Query<ResetQuery>,
@@ -162,16 +164,17 @@ pub async fn reset_form(
         };
         return match state.services.open_reset_link(&token, &client).await? {
             Some(hash) => {
-                session::remember_reset(&session, &hash)?;
-                Ok(see_other("/reset"))
+                let mut res = see_other("/reset");
+                link.remember(&mut res, &hash)?;
+                Ok(res)
             }
             None => dead_link(&csrf),
         };
     }
-    let Some(hash) = session::reset_hash(&session) else {
+    let Some(hash) = link.hash() else {
         return dead_link(&csrf);
     };
-    match state.services.reset_target(&hash).await? {
+    match state.services.reset_target(hash).await? {
         Some(email) => page(
             StatusCode::OK,
             &ResetPage {
@@ -181,11 +184,14 @@ pub async fn reset_form(
                 min_length: state.services.settings.password_min_length,
             },
         ),
-        None => {
-            session::forget_reset(&session);
-            dead_link(&csrf)
-        }
+        None => forgotten(dead_link(&csrf)?, &link),
     }
+}
+
+/// The response, with the reset cookie removed.
+fn forgotten(mut res: HttpResponse, link: &OpenedLink) -> Result<HttpResponse, PageError> {
+    link.forget(&mut res)?;
+    Ok(res)
 }
 
 /// Fields of the reset form.
@@ -203,14 +209,14 @@ pub struct ResetForm {
 /// Success ends at the sign-in page; nobody is signed in by a reset link.
 pub async fn reset(
     state: Data<AppState>,
-    session: Session,
+    link: OpenedLink,
     csrf: Csrf,
     Client(client): Client,
     form: Form<ResetForm>,
 ) -> Result<HttpResponse, PageError> {
     csrf.verify(&form.csrf_token)?;
     state.services.throttle(LimitGroup::Reset, &client).await?;
-    let Some(hash) = session::reset_hash(&session) else {
+    let Some(hash) = link.hash() else {
         state
             .services
             .reset_refused("no reset link was opened in this browser", &client)
@@ -224,19 +230,13 @@ pub async fn reset(
         services.policy(),
     );
     match services
-        .reset_password(&hash, password, None::<&EmailAddress>, &client)
+        .reset_password(hash, password, None::<&EmailAddress>, &client)
         .await?
     {
-        ResetOutcome::Done => {
-            session::forget_reset(&session);
-            Ok(see_other("/login?notice=password-changed"))
-        }
-        ResetOutcome::DeadLink => {
-            session::forget_reset(&session);
-            dead_link(&csrf)
-        }
+        ResetOutcome::Done => forgotten(see_other("/login?notice=password-changed"), &link),
+        ResetOutcome::DeadLink => forgotten(dead_link(&csrf)?, &link),
         ResetOutcome::Refused(problem) => {
-            let email = services.reset_target(&hash).await?.unwrap_or_default();
+            let email = services.reset_target(hash).await?.unwrap_or_default();
             page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &ResetPage {

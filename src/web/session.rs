@@ -1,22 +1,20 @@
-//! Reading and writing the browser session: who is signed in, and which reset link
-//! this browser opened.
+//! Reading and writing the browser session: who is signed in.
 
 use actix_session::Session;
 
 use crate::{
-    crypto::random_token_string,
-    error::PageError,
+    crypto::random_token_string, error::PageError, services::ClientInfo,
     services::accounts::Account,
-    services::{ClientInfo, recovery::TokenHash},
 };
 
 use super::{AppState, render::Layout, session_store::keys};
 
 /// Signs a user in: a new session id (against fixation), then the user's id, a public
-/// id for the session list, and where the sign-in came from.
+/// id for the session list, where the sign-in came from, and the credential generation
+/// the password was checked against (the store writes the session only if the account is
+/// still at it).
 pub fn sign_in(session: &Session, user: &Account, client: &ClientInfo) -> Result<(), PageError> {
     session.renew();
-    session.remove(keys::RESET);
     let insert = |k: &str, v: serde_json::Value| {
         session
             .insert(k, v)
@@ -26,6 +24,7 @@ pub fn sign_in(session: &Session, user: &Account, client: &ClientInfo) -> Result
     insert(keys::PUBLIC_ID, random_token_string(12).into())?;
     insert(keys::CLIENT_IP, client.ip.clone().into())?;
     insert(keys::USER_AGENT, client.user_agent.clone().into())?;
+    insert(keys::GENERATION, user.credential_generation.into())?;
     Ok(())
 }
 
@@ -62,25 +61,6 @@ pub fn layout(csrf_token: &str, user: Option<&Account>) -> Layout {
         signed_in: user.is_some(),
         is_admin: user.is_some_and(|u| u.is_admin),
     }
-}
-
-/// Remembers the reset link this browser opened (as its hash), so the token leaves the
-/// address bar.
-pub fn remember_reset(session: &Session, hash: &TokenHash) -> Result<(), PageError> {
-    session
-        .insert(keys::RESET, hash.to_hex())
-        .map_err(|e| PageError::Internal(format!("session: {e}")))
-}
-
-/// The reset link this browser opened, if any.
-pub fn reset_hash(session: &Session) -> Option<TokenHash> {
-    let hex = session.get::<String>(keys::RESET).ok().flatten()?;
-    TokenHash::from_hex(&hex)
-}
-
-/// Forgets the reset link.
-pub fn forget_reset(session: &Session) {
-    session.remove(keys::RESET);
 }
 
 /// Accepts a `next` target only if it is a path on this site: it starts with one `/`,

@@ -5,7 +5,13 @@
 //! "sign out other sessions") and the client's address and browser are copied from the
 //! state into columns, so a password change can end every other session with one query.
 //! Anonymous page views never reach this store: actix-session writes nothing for an empty
-//! session, and CSRF protection uses its own cookie.
+//! session, and CSRF protection and opened reset links use their own cookies.
+//!
+//! Two promises live here. A session's lifetime is absolute from sign-in: nothing extends
+//! it. And a reset, password change or disable ends every session made before it, even a
+//! sign-in still in flight: a session is written only while the account is at the
+//! credential generation its password was checked against, and loaded only while it
+//! still is.
 
 use std::collections::HashMap;
 
@@ -14,7 +20,7 @@ use actix_web::cookie::time::Duration as CookieDuration;
 
 use crate::{
     crypto::{Keys, random_token_string},
-    db::{self, DbPool, sessions},
+    db::{self, DbPool, sessions, users},
 };
 
 /// Session state keys this application uses.
@@ -25,8 +31,9 @@ pub mod keys {
     pub const PUBLIC_ID: &str = "sid";
     pub const CLIENT_IP: &str = "ip";
     pub const USER_AGENT: &str = "ua";
-    /// The hash of the reset token this browser opened.
-    pub const RESET: &str = "reset";
+    /// The account's credential generation the sign-in was checked against. Moved into
+    /// its own column when the session is written, never kept in the state.
+    pub const GENERATION: &str = "gen";
 }
 
 /// The session cookie's name: `__Host-` prefixed over https (the browser then refuses it
@@ -51,10 +58,13 @@ impl DbSessionStore {
         Self { pool, keys }
     }
 
+    /// The columns of a state, and the generation it was signed in for (taken out of it).
     fn data(
-        state: &HashMap<String, String>,
-        ttl: &CookieDuration,
-    ) -> Result<sessions::SessionData, anyhow::Error> {
+        state: &mut HashMap<String, String>,
+    ) -> Result<(sessions::SessionData, Option<i64>), anyhow::Error> {
+        let generation = state
+            .remove(keys::GENERATION)
+            .and_then(|v| serde_json::from_str::<i64>(&v).ok());
         let json_str = |k: &str| {
             state
                 .get(k)
@@ -63,14 +73,14 @@ impl DbSessionStore {
         let user_id = state
             .get(keys::USER_ID)
             .and_then(|v| serde_json::from_str::<i64>(v).ok());
-        Ok(sessions::SessionData {
+        let data = sessions::SessionData {
             user_id,
             public_id: json_str(keys::PUBLIC_ID),
             state: serde_json::to_string(state)?,
             client_ip: json_str(keys::CLIENT_IP),
             user_agent: json_str(keys::USER_AGENT),
-            expires_at: expiry(ttl),
-        })
+        };
+        Ok((data, generation))
     }
 }
 
@@ -113,15 +123,30 @@ impl SessionStore for DbSessionStore {
 
     async fn save(
         &self,
-        state: HashMap<String, String>,
+        mut state: HashMap<String, String>,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, SaveError> {
-        let data = Self::data(&state, ttl).map_err(SaveError::Serialization)?;
+        let (data, generation) = Self::data(&mut state).map_err(SaveError::Serialization)?;
         let key = new_key().map_err(SaveError::Other)?;
         let hash = self.keys.session_hash(key.as_ref());
-        db::run(&self.pool, move |c| sessions::insert(c, &hash, &data))
-            .await
-            .map_err(|e| SaveError::Other(e.into()))?;
+        let expires_at = expiry(ttl);
+        let stored = db::run(&self.pool, move |c| match data.user_id {
+            None => sessions::insert(c, &hash, &data, expires_at, None).map(|()| true),
+            Some(user_id) => db::write_transaction(c, |c| {
+                let current = users::session_generation(c, user_id)?;
+                if generation.is_none() || current != generation {
+                    return Ok(false);
+                }
+                sessions::insert(c, &hash, &data, expires_at, generation)?;
+                Ok(true)
+            }),
+        })
+        .await
+        .map_err(|e| SaveError::Other(e.into()))?;
+        if !stored {
+            // The key goes out but names no row: the browser is simply not signed in.
+            tracing::info!("sign-in overtaken by a reset, password change or disable");
+        }
         Ok(key)
     }
 
@@ -131,7 +156,7 @@ impl SessionStore for DbSessionStore {
         mut state: HashMap<String, String>,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
-        let data = Self::data(&state, ttl).map_err(UpdateError::Serialization)?;
+        let (data, _) = Self::data(&mut state).map_err(UpdateError::Serialization)?;
         let hash = self.keys.session_hash(session_key.as_ref());
         let updated = db::run(&self.pool, move |c| sessions::update(c, &hash, &data))
             .await
@@ -149,14 +174,13 @@ impl SessionStore for DbSessionStore {
         })
     }
 
+    /// Never extends anything: a session lives a fixed time from sign-in (the middleware
+    /// only calls this under a per-request TTL policy, which this application does not use).
     async fn update_ttl(
         &self,
-        session_key: &SessionKey,
-        ttl: &CookieDuration,
+        _session_key: &SessionKey,
+        _ttl: &CookieDuration,
     ) -> Result<(), anyhow::Error> {
-        let hash = self.keys.session_hash(session_key.as_ref());
-        let expires = expiry(ttl);
-        db::run(&self.pool, move |c| sessions::touch(c, &hash, expires)).await?;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ pub const BASE_URL: &str = "http://latchkey.localhost/";
 /// A password every strength check accepts.
 pub const GOOD_PASSWORD: &str = "plum tractor violet oasis";
 pub const OTHER_GOOD_PASSWORD: &str = "cobalt lantern orbit meadow";
+pub const THIRD_GOOD_PASSWORD: &str = "saffron glacier pocket turbine";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +177,19 @@ pub fn new_client() -> Client {
         .cookie_store(true)
         .build()
         .expect("client")
+}
+
+/// Where a 303 leads, or `None` for any other answer.
+pub fn redirect_of(res: &Response) -> Option<String> {
+    (res.status() == StatusCode::SEE_OTHER)
+        .then(|| {
+            res.headers()
+                .get("location")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .flatten()
 }
 
 /// The hidden CSRF field of a page.
@@ -379,6 +393,50 @@ impl TestApp {
             &[("password", password), ("password_confirm", confirmation)],
         )
         .await
+    }
+
+    /// Waits for the reset email sent to `address` (10 s at most) and returns its link.
+    pub async fn reset_link_to(&self, address: &str) -> String {
+        for _ in 0..200 {
+            let found = self.mail.emails().await.into_iter().find_map(|e| {
+                (e.envelope_to.iter().any(|to| to == address))
+                    .then(|| e.link_starting_with(&format!("{BASE_URL}reset?token=")))
+                    .flatten()
+            });
+            if let Some(link) = found {
+                return link;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no reset email reached {address}");
+    }
+
+    /// Whether `email` and `password` sign in, tried from a fresh browser.
+    pub async fn signs_in(&self, email: &str, password: &str) -> bool {
+        let res = self.sign_in_with(&new_client(), email, password).await;
+        res.status() == StatusCode::SEE_OTHER
+    }
+
+    /// Whether this browser is signed in: its account page answers 200, not a 303.
+    pub async fn is_signed_in(&self, client: &Client) -> bool {
+        self.get_with(client, "/account").await.status() == StatusCode::OK
+    }
+
+    /// A form POST ready to send, with a CSRF token fetched earlier: races send these so
+    /// that no page load stands between the start signal and the request.
+    pub fn prepared_post(
+        &self,
+        client: &Client,
+        path: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let mut form: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        form.push(("csrf_token".to_owned(), token.to_owned()));
+        client.post(self.url(path)).form(&form)
     }
 
     /// The token of a reset link.

@@ -183,12 +183,88 @@ async fn forwarded_for_counts_only_from_trusted_proxies(backend: Backend) {
     );
 }
 
+async fn opening_a_live_link_again_and_again_grows_no_table(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("liv@example.com", GOOD_PASSWORD).await;
+    app.forgot("liv@example.com").await;
+    let link = app.reset_link_to("liv@example.com").await;
+    let sessions = || {
+        app.db(|c| {
+            use diesel::prelude::*;
+            use latchkey::db::schema::sessions;
+            Ok(sessions::table.count().get_result::<i64>(c)?)
+        })
+    };
+    let before = sessions().await;
+    for _ in 0..40 {
+        // No cookies: every opening looks like a new visitor (a scanner, a script).
+        let res = new_client().get(app.local(&link)).send().await.unwrap();
+        assert_eq!(redirect_of(&res).as_deref(), Some("/reset"));
+    }
+    assert_eq!(sessions().await, before, "opening a link stores no session");
+    let audited = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "reset_link_opened")
+        .count();
+    assert!(
+        (1..=5).contains(&audited),
+        "{audited} openings of one link were audited"
+    );
+    // The owner's browser still gets the form, and the link still works.
+    assert_eq!(
+        redirect_of(&app.open_link(&link).await).as_deref(),
+        Some("/reset")
+    );
+    let res = app
+        .set_new_password(OTHER_GOOD_PASSWORD, OTHER_GOOD_PASSWORD)
+        .await;
+    assert_eq!(
+        redirect_of(&res).as_deref(),
+        Some("/login?notice=password-changed")
+    );
+}
+
+async fn one_client_opening_many_live_links_is_audited_up_to_its_limit(backend: Backend) {
+    let app = spawn_app_with(backend, &[("RATE_LIMIT_RESET", "3/600")]).await;
+    let mut links = Vec::new();
+    for n in 0..3 {
+        let email = format!("many{n}@example.com");
+        app.create_account(&email, GOOD_PASSWORD).await;
+        app.forgot(&email).await;
+        links.push(app.reset_link_to(&email).await);
+    }
+    for link in &links {
+        for _ in 0..2 {
+            let res = new_client().get(app.local(link)).send().await.unwrap();
+            assert_eq!(
+                redirect_of(&res).as_deref(),
+                Some("/reset"),
+                "never refused"
+            );
+        }
+    }
+    let audited = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "reset_link_opened")
+        .count();
+    assert_eq!(
+        audited, 3,
+        "openings beyond the client's reset limit are not audited"
+    );
+}
+
 both_backends!(
     the_forgot_form_and_api_share_one_limit_then_answer_429,
     sign_in_is_limited_even_with_the_right_password,
     the_reset_form_and_api_share_one_limit,
     opening_dead_links_is_never_refused_but_its_audit_is_bounded,
     forwarded_for_counts_only_from_trusted_proxies,
+    opening_a_live_link_again_and_again_grows_no_table,
+    one_client_opening_many_live_links_is_audited_up_to_its_limit,
 );
 
 /// Two instances behind a load balancer share one count: of 12 concurrent requests

@@ -14,6 +14,7 @@ mod inputs;
 mod key_rotation;
 mod limits;
 mod mail;
+mod races;
 mod recovery_api;
 mod recovery_browser;
 mod security;

@@ -197,11 +197,28 @@ async fn pages_carry_the_security_headers(backend: Backend) {
 async fn cookies_are_http_only_and_same_site_and_renewed_at_sign_in(backend: Backend) {
     let app = spawn_app(backend).await;
     app.create_account("tia@example.com", GOOD_PASSWORD).await;
-    // Open a reset link so this browser has an anonymous session first.
+    // An opened reset link is kept in a cookie of its own: sealed, HttpOnly, Lax, and
+    // no longer lived than a link.
     app.forgot("tia@example.com").await;
     let link = app.reset_link_in_email(1).await;
     let opened = app.open_link(&link).await;
-    let before = session_cookie(&opened).expect("opening a link starts a session");
+    assert!(
+        session_cookie(&opened).is_none(),
+        "opening a link starts no session"
+    );
+    let reset = named_cookie(&opened, "latchkey_reset=").expect("the link's cookie");
+    let token = link.split("token=").nth(1).unwrap();
+    assert!(
+        !reset.contains(token),
+        "the token never goes into a cookie: {reset}"
+    );
+    for flag in ["HttpOnly", "SameSite=Lax", "Max-Age=3600", "Path=/"] {
+        assert!(reset.contains(flag), "{flag}: {reset}");
+    }
+    let first = app
+        .sign_in_with(&app.client, "tia@example.com", GOOD_PASSWORD)
+        .await;
+    let before = session_cookie(&first).expect("sign-in sets the session cookie");
     let res = app
         .sign_in_with(&app.client, "tia@example.com", GOOD_PASSWORD)
         .await;
@@ -221,13 +238,17 @@ async fn cookies_are_http_only_and_same_site_and_renewed_at_sign_in(backend: Bac
     );
 }
 
-fn session_cookie(res: &reqwest::Response) -> Option<String> {
+fn named_cookie(res: &reqwest::Response, prefix: &str) -> Option<String> {
     res.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("latchkey_session="))
+        .find(|c| c.starts_with(prefix))
         .map(str::to_owned)
+}
+
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    named_cookie(res, "latchkey_session=")
 }
 
 fn cookie_value(set_cookie: &str) -> String {
