@@ -309,15 +309,3 @@ pub fn json_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
         ),
     }
 }
-
-/// Maps a form body that could not be read: 413 when too large, else 400.
-pub fn form_error(err: &actix_web::error::UrlencodedError) -> PageError {
-    use actix_web::error::UrlencodedError as E;
-    match err {
-        E::Overflow { .. } => PageError::PayloadTooLarge,
-        E::ContentType => {
-            PageError::BadRequest("Send the form as application/x-www-form-urlencoded.".into())
-        }
-        _ => PageError::BadRequest("The form data could not be read.".into()),
-    }
-}

@@ -22,7 +22,7 @@ use crate::{
     config::{MailTransportConfig, Settings},
     crypto::Keys,
     db,
-    error::{ApiError, PageError, form_error, json_error},
+    error::{ApiError, PageError, json_error},
     mail::{DevMailbox, Transport, worker::Worker},
     services::{Hasher, Services},
     web::{
@@ -184,11 +184,6 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
             .build();
         App::new()
             .app_data(state.clone())
-            .app_data(
-                web::FormConfig::default()
-                    .limit(BODY_LIMIT)
-                    .error_handler(|err, _req| form_error(&err).into()),
-            )
             .app_data(
                 web::JsonConfig::default()
                     .limit(BODY_LIMIT)

@@ -4,7 +4,7 @@ use actix_session::Session;
 use actix_web::{
     HttpResponse,
     http::StatusCode,
-    web::{Data, Form, Query},
+    web::{Data, Query},
 };
 use askama::Template;
 use serde::Deserialize;
@@ -19,9 +19,9 @@ use crate::{
 
 use super::{
     AppState,
-    auth::{CsrfOnlyForm, FieldErrors},
+    auth::{FieldErrors, NoFields},
     client::Client,
-    csrf::Csrf,
+    csrf::{Csrf, CsrfForm},
     render::{Layout, page, see_other},
     session::{self, current_user, layout},
 };
@@ -144,19 +144,15 @@ pub struct ChangePasswordForm {
     password: String,
     #[serde(default)]
     password_confirm: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// `POST /account/password`
 pub async fn change_password(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(csrf, form): CsrfForm<ChangePasswordForm>,
     Client(client): Client,
-    form: Form<ChangePasswordForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     let Some(user) = current_user(&state, &session).await? else {
         return Ok(see_other(SIGN_IN_FIRST));
     };
@@ -229,11 +225,9 @@ pub async fn change_password(
 pub async fn end_other_sessions(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
     Client(client): Client,
-    form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     let Some(user) = current_user(&state, &session).await? else {
         return Ok(see_other(SIGN_IN_FIRST));
     };

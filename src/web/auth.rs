@@ -4,7 +4,7 @@ use actix_session::Session;
 use actix_web::{
     HttpResponse,
     http::StatusCode,
-    web::{Data, Form, Query},
+    web::{Data, Query},
 };
 use askama::Template;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use crate::{
 use super::{
     AppState,
     client::Client,
-    csrf::Csrf,
+    csrf::{Csrf, CsrfForm},
     render::{Layout, page, see_other},
     session::{self, current_user, layout, safe_next},
 };
@@ -90,8 +90,6 @@ pub struct SignupForm {
     password: String,
     #[serde(default)]
     password_confirm: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// `GET /signup`
@@ -118,11 +116,9 @@ pub async fn signup_form(
 pub async fn signup(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(csrf, form): CsrfForm<SignupForm>,
     Client(client): Client,
-    form: Form<SignupForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     let services = &state.services;
     let rerender = |errors: FieldErrors| {
         page(
@@ -155,7 +151,7 @@ pub async fn signup(
     match services.sign_up(email, password, false).await? {
         Ok(user) => {
             tracing::info!(user_id = user.id, "account created");
-            session::sign_in(&session, &user, &client)?;
+            session::sign_in(&session, &csrf, &user, &client)?;
             Ok(see_other("/account"))
         }
         Err(SignUpProblem::EmailTaken) => rerender(FieldErrors {
@@ -226,19 +222,15 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     next: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// `POST /login`: one generic message for every failure, and the same work for each.
 pub async fn login(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(csrf, form): CsrfForm<LoginForm>,
     Client(client): Client,
-    form: Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     state.services.throttle(LimitGroup::Login, &client).await?;
     let email = EmailAddress::parse(&form.email).ok();
     let password = SubmittedPassword::parse(&form.password);
@@ -246,7 +238,7 @@ pub async fn login(
     match state.services.sign_in(email, password, &client).await? {
         Some(user) => {
             tracing::info!(user_id = user.id, "signed in");
-            session::sign_in(&session, &user, &client)?;
+            session::sign_in(&session, &csrf, &user, &client)?;
             Ok(see_other(next.as_deref().unwrap_or("/account")))
         }
         None => page(
@@ -262,22 +254,17 @@ pub async fn login(
     }
 }
 
-/// Fields of forms that carry only the CSRF token.
+/// The fields of a form that carries only its CSRF token (checked by [`CsrfForm`]).
 #[derive(Deserialize)]
-pub struct CsrfOnlyForm {
-    #[serde(default)]
-    pub csrf_token: String,
-}
+pub struct NoFields {}
 
 /// `POST /logout`
 pub async fn logout(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
     Client(client): Client,
-    form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     if let Some(user) = current_user(&state, &session).await? {
         state.services.signed_out(&user, &client).await?;
     }

@@ -7,19 +7,35 @@
 //! cannot plant one; over plain http (development) they could, which is one more reason
 //! production must use https. Keeping this out of the session means anonymous page views
 //! write nothing to the database.
+//!
+//! Handlers never check the token themselves: a form is read through [`CsrfForm`], which
+//! checks it before the fields are even parsed, so a handler cannot forget, and an empty,
+//! fieldless or mistyped body is the same 403 "form expired" page as a forged one. The
+//! cookie is replaced at sign-in ([`Csrf::rotate`]), so a value planted before cannot be
+//! used after.
 
 use actix_web::{
     Error, FromRequest, HttpMessage, HttpRequest,
     body::MessageBody,
     cookie::{Cookie, SameSite},
     dev::{Payload, ServiceRequest, ServiceResponse},
+    http::header::{CONTENT_LENGTH, CONTENT_TYPE},
     middleware::Next,
-    web::Data,
+    web::{BytesMut, Data},
 };
+use futures_util::{StreamExt, future::LocalBoxFuture};
+use serde::de::DeserializeOwned;
 
-use crate::{crypto::random_token_string, error::PageError};
+use crate::{crypto::random_token_string, error::PageError, startup::BODY_LIMIT};
 
 use super::AppState;
+
+/// The form field that carries the token.
+const FIELD: &str = "csrf_token";
+
+/// Marks a request whose response must carry a new CSRF cookie (a sign-in).
+#[derive(Clone, Copy)]
+struct Rotate;
 
 /// The cookie's name: `__Host-` prefixed when served over https (the browser then refuses
 /// it from subdomains and over http).
@@ -75,8 +91,14 @@ pub async fn ensure_cookie(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    if cookie.fresh && is_html {
-        let c = Cookie::build(name, cookie.value)
+    let rotate = res.request().extensions().contains::<Rotate>();
+    if rotate || (cookie.fresh && is_html) {
+        let value = if rotate {
+            random_token_string(32)
+        } else {
+            cookie.value
+        };
+        let c = Cookie::build(name, value)
             .path("/")
             .http_only(true)
             .secure(https)
@@ -87,11 +109,12 @@ pub async fn ensure_cookie(
     Ok(res)
 }
 
-/// Extractor: the CSRF token for this browser's forms, and its check.
+/// Extractor: the CSRF token for this browser's forms (for pages that render one).
 pub struct Csrf {
     token: String,
     cookie: CsrfCookie,
     state: Data<AppState>,
+    req: HttpRequest,
 }
 
 impl Csrf {
@@ -100,8 +123,14 @@ impl Csrf {
         &self.token
     }
 
+    /// Gives the browser a new cookie with this response (at sign-in): tokens made for
+    /// the old one stop working.
+    pub fn rotate(&self) {
+        self.req.extensions_mut().insert(Rotate);
+    }
+
     /// Checks a submitted form's token; 403 when it is missing or wrong.
-    pub fn verify(&self, submitted: &str) -> Result<(), PageError> {
+    fn verify(&self, submitted: &str) -> Result<(), PageError> {
         if self.cookie.fresh
             || !self
                 .state
@@ -128,9 +157,79 @@ impl FromRequest for Csrf {
                 token: state.services.keys.csrf_token(&cookie.value),
                 cookie,
                 state,
+                req: req.clone(),
             }),
             _ => Err(PageError::Internal("CSRF middleware is not installed".into()).into()),
         };
         std::future::ready(result)
+    }
+}
+
+/// Extractor: a form POST whose CSRF token was checked before its fields were parsed.
+/// Refuses with 403 when the body has no `csrf_token` field (an empty body, another
+/// content type, a field missing) or a wrong one, with 400 when it has two (no reading of
+/// a duplicated field is trusted), then with 400 when the fields do not parse into `T`.
+pub struct CsrfForm<T>(pub Csrf, pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let csrf = Csrf::from_request(req, payload).into_inner();
+        let is_form = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|t| {
+                    t.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+        let declared_too_large = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > BODY_LIMIT);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let csrf = csrf?;
+            if declared_too_large {
+                return Err(PageError::PayloadTooLarge.into());
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk
+                    .map_err(|_| PageError::BadRequest("The form could not be read.".into()))?;
+                if body.len() + chunk.len() > BODY_LIMIT {
+                    return Err(PageError::PayloadTooLarge.into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut tokens = if is_form {
+                url::form_urlencoded::parse(&body)
+                    .filter(|(k, _)| k == FIELD)
+                    .map(|(_, v)| v.into_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let Some(token) = tokens.pop() else {
+                tracing::info!("form refused: no CSRF token");
+                return Err(PageError::Csrf.into());
+            };
+            if !tokens.is_empty() {
+                return Err(PageError::BadRequest(
+                    "The form carried its security token twice. Reload the page and try again."
+                        .into(),
+                )
+                .into());
+            }
+            csrf.verify(&token)?;
+            let form = serde_urlencoded::from_bytes::<T>(&body)
+                .map_err(|_| PageError::BadRequest("The form data could not be read.".into()))?;
+            Ok(CsrfForm(csrf, form))
+        })
     }
 }

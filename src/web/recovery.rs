@@ -4,7 +4,7 @@ use actix_session::Session;
 use actix_web::{
     HttpResponse,
     http::StatusCode,
-    web::{Data, Form, Query},
+    web::{Data, Query},
 };
 use askama::Template;
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use super::{
     AppState,
     auth::FieldErrors,
     client::Client,
-    csrf::Csrf,
+    csrf::{Csrf, CsrfForm},
     render::{Layout, page, see_other},
     reset_cookie::OpenedLink,
     session::{current_user, layout},
@@ -61,8 +61,6 @@ pub async fn forgot_form(
 pub struct ForgotForm {
     #[serde(default)]
     email: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// The sentence shown after a forgot request, with the link lifetime in words.
@@ -77,11 +75,9 @@ pub fn sent_message(state: &AppState) -> String {
 /// request path is one insert, whatever the address; the worker does the rest.
 pub async fn forgot(
     state: Data<AppState>,
-    csrf: Csrf,
+    CsrfForm(csrf, form): CsrfForm<ForgotForm>,
     Client(client): Client,
-    form: Form<ForgotForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     let l = layout(csrf.token(), None);
     match EmailAddress::parse(&form.email) {
         // An invalid address counts against the limit too; a valid one is counted by
@@ -201,8 +197,6 @@ pub struct ResetForm {
     password: String,
     #[serde(default)]
     password_confirm: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// `POST /reset`: validates, then consumes the token and changes the password at once.
@@ -210,11 +204,9 @@ pub struct ResetForm {
 pub async fn reset(
     state: Data<AppState>,
     link: OpenedLink,
-    csrf: Csrf,
+    CsrfForm(csrf, form): CsrfForm<ResetForm>,
     Client(client): Client,
-    form: Form<ResetForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     state.services.throttle(LimitGroup::Reset, &client).await?;
     let Some(hash) = link.hash() else {
         state

@@ -7,14 +7,20 @@ use crate::{
     services::accounts::Account,
 };
 
-use super::{AppState, render::Layout, session_store::keys};
+use super::{AppState, csrf::Csrf, render::Layout, session_store::keys};
 
 /// Signs a user in: a new session id (against fixation), then the user's id, a public
 /// id for the session list, where the sign-in came from, and the credential generation
 /// the password was checked against (the store writes the session only if the account is
-/// still at it).
-pub fn sign_in(session: &Session, user: &Account, client: &ClientInfo) -> Result<(), PageError> {
+/// still at it). The CSRF cookie is replaced too, like the session id.
+pub fn sign_in(
+    session: &Session,
+    csrf: &Csrf,
+    user: &Account,
+    client: &ClientInfo,
+) -> Result<(), PageError> {
     session.renew();
+    csrf.rotate();
     let insert = |k: &str, v: serde_json::Value| {
         session
             .insert(k, v)

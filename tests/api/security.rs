@@ -277,7 +277,134 @@ async fn anonymous_page_views_write_nothing_to_the_database(backend: Backend) {
     assert_eq!(rows, 0);
 }
 
+/// Every form's POST: CSRF is checked before the body is read, so a missing or unreadable
+/// body is the 403 "form expired" page too.
+const FORM_POSTS: [&str; 7] = [
+    "/login",
+    "/signup",
+    "/logout",
+    "/forgot",
+    "/reset",
+    "/account/password",
+    "/account/sessions/end-others",
+];
+
+async fn a_post_without_a_csrf_field_is_403_whatever_its_body(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sign_up_with(&app.client, "cal@example.com", GOOD_PASSWORD)
+        .await;
+    let admin = "/admin/users/1/disable".to_owned();
+    let retry = "/admin/outbox/1/retry".to_owned();
+    let paths = FORM_POSTS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .chain([admin, retry]);
+    for path in paths {
+        // No body and no content type; a body of another type; a form without the field.
+        let bare = app.client.post(app.url(&path)).send().await.unwrap();
+        assert_eq!(bare.status(), StatusCode::FORBIDDEN, "{path} with no body");
+        assert!(bare.text().await.unwrap().contains("could not be verified"));
+        let text = app
+            .client
+            .post(app.url(&path))
+            .header("content-type", "text/plain")
+            .body("email=cal@example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            text.status(),
+            StatusCode::FORBIDDEN,
+            "{path} with text/plain"
+        );
+        let fieldless = app
+            .client
+            .post(app.url(&path))
+            .form(&[("email", "cal@example.com")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            fieldless.status(),
+            StatusCode::FORBIDDEN,
+            "{path} without the field"
+        );
+    }
+    assert!(app.is_signed_in(&app.client).await, "nothing was changed");
+}
+
+async fn a_duplicated_csrf_field_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sign_up_with(&app.client, "dee@example.com", GOOD_PASSWORD)
+        .await;
+    let token = app.csrf(&app.client).await;
+    let res = app
+        .client
+        .post(app.url("/account/password"))
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("csrf_token", token.as_str()),
+            ("current_password", GOOD_PASSWORD),
+            ("password", OTHER_GOOD_PASSWORD),
+            ("password_confirm", OTHER_GOOD_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [StatusCode::BAD_REQUEST, StatusCode::FORBIDDEN].contains(&res.status()),
+        "{}",
+        res.status()
+    );
+    assert!(app.signs_in("dee@example.com", GOOD_PASSWORD).await);
+    let res = app
+        .client
+        .post(app.url("/forgot"))
+        .form(&[
+            ("csrf_token", "forged"),
+            ("email", "dee@example.com"),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    app.mail.assert_stays_at(0).await;
+}
+
+async fn the_csrf_cookie_is_replaced_at_sign_in(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("eve@example.com", GOOD_PASSWORD).await;
+    // A form token from before sign-in (one a network attacker could have planted the
+    // cookie for, over plain http) must not work afterwards.
+    let before = app.csrf(&app.client).await;
+    let res = app
+        .sign_in_with(&app.client, "eve@example.com", GOOD_PASSWORD)
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("latchkey_csrf=")),
+        "sign-in sets a new CSRF cookie"
+    );
+    let stale = app
+        .client
+        .post(app.url("/account/sessions/end-others"))
+        .form(&[("csrf_token", before.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::FORBIDDEN);
+    let fresh = app.post_form("/account/sessions/end-others", &[]).await;
+    assert_eq!(fresh.status(), StatusCode::SEE_OTHER);
+}
+
 both_backends!(
+    a_post_without_a_csrf_field_is_403_whatever_its_body,
+    a_duplicated_csrf_field_changes_nothing,
+    the_csrf_cookie_is_replaced_at_sign_in,
     a_form_without_csrf_token_is_refused_and_sends_no_mail,
     a_forged_host_header_never_reaches_the_email,
     crlf_in_the_address_never_reaches_a_header,

@@ -5,7 +5,7 @@ use actix_session::Session;
 use actix_web::{
     HttpRequest, HttpResponse,
     http::StatusCode,
-    web::{Data, Form, Path, Query},
+    web::{Data, Path, Query},
 };
 use askama::Template;
 use serde::Deserialize;
@@ -15,9 +15,9 @@ use crate::{db::outbox::status, error::PageError, services::admin::AdminOutcome}
 use super::{
     super::{
         AppState,
-        auth::CsrfOnlyForm,
+        auth::NoFields,
         client::Client,
-        csrf::Csrf,
+        csrf::{Csrf, CsrfForm},
         render::{Layout, page, see_other},
     },
     admin_layout, admin_only, id_keyset, link, path_id, this_page, when,
@@ -140,12 +140,10 @@ pub async fn list(
 pub async fn retry(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
     Client(client): Client,
     id: Path<String>,
-    form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     let admin = admin_only(&state, &session, "/admin/outbox?status=failed").await?;
     let id = path_id(&id)?;
     let code = match state.services.admin_retry_mail(&admin, id, &client).await? {

@@ -5,7 +5,7 @@ use actix_session::Session;
 use actix_web::{
     HttpRequest, HttpResponse,
     http::StatusCode,
-    web::{Data, Form, Path, Query},
+    web::{Data, Path, Query},
 };
 use askama::Template;
 use serde::Deserialize;
@@ -20,9 +20,9 @@ use crate::{
 use super::{
     super::{
         AppState,
-        auth::CsrfOnlyForm,
+        auth::NoFields,
         client::Client,
-        csrf::Csrf,
+        csrf::{Csrf, CsrfForm},
         render::{Layout, page, see_other},
     },
     EventView, admin_layout, admin_only, event_views, id_keyset, link, path_id, this_page, when,
@@ -227,12 +227,10 @@ impl Action {
 pub async fn act(
     state: Data<AppState>,
     session: Session,
-    csrf: Csrf,
+    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
     Client(client): Client,
     path: Path<(String, String)>,
-    form: Form<CsrfOnlyForm>,
 ) -> Result<HttpResponse, PageError> {
-    csrf.verify(&form.csrf_token)?;
     let (raw_id, name) = path.into_inner();
     // Who asks is checked before what they ask about: a non-admin learns nothing, not
     // even which ids exist.
