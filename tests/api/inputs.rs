@@ -171,7 +171,109 @@ async fn odd_links_get_the_dead_link_page(backend: Backend) {
     }
 }
 
+async fn addresses_that_cannot_be_mailed_or_that_deceive_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for address in [
+        "dot.@example.com",
+        ".dot@example.com",
+        "a..b@example.com",
+        "=?utf-8?q?x?=@example.com",
+        "x=?utf-8?b?eA==?=y@example.com",
+        "alice@example.com\u{200b}",
+        "al\u{200d}ice@example.com",
+        "alice@exam\u{00ad}ple.com",
+        "alice@exa\u{202e}mple.com",
+        "alice@127.0.0.1",
+        "alice@localhost",
+        "alice@[::1]",
+        "alice@-example.com",
+        "alice@example..com",
+        "\"alice smith\"@example.com",
+    ] {
+        let res = app
+            .post_form(
+                "/signup",
+                &[
+                    ("email", address),
+                    ("password", GOOD_PASSWORD),
+                    ("password_confirm", GOOD_PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sign-up {address:?}"
+        );
+        let res = app
+            .post_json("/auth/forgot", &json!({ "email": address }))
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "forgot {address:?}"
+        );
+    }
+    let accounts = app.db(latchkey::db::users::count).await;
+    assert_eq!(accounts, 0);
+}
+
+async fn look_alike_addresses_are_the_same_account(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("alice@example.com", GOOD_PASSWORD).await;
+    // Fullwidth letters are NFKC-equal to ASCII ones: the same address, already taken.
+    for look_alike in [
+        "alice@\u{ff45}xample.com",
+        "\u{ff41}lice@example.com",
+        "ALICE@EXAMPLE.COM",
+    ] {
+        let res = app
+            .post_form(
+                "/signup",
+                &[
+                    ("email", look_alike),
+                    ("password", OTHER_GOOD_PASSWORD),
+                    ("password_confirm", OTHER_GOOD_PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{look_alike:?}"
+        );
+        assert!(res.text().await.unwrap().contains("already exists"));
+    }
+    assert!(
+        app.signs_in("alice@\u{ff45}xample.com", GOOD_PASSWORD)
+            .await
+    );
+    assert_eq!(app.db(latchkey::db::users::count).await, 1);
+}
+
+async fn internationalised_domains_are_stored_and_mailed_as_punycode(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("zoe@B\u{fc}cher.example", GOOD_PASSWORD)
+        .await;
+    let stored = app
+        .db(|c| latchkey::db::users::find_by_email(c, "zoe@xn--bcher-kva.example"))
+        .await;
+    assert!(stored.is_some(), "the domain is stored as punycode");
+    // Either spelling reaches the account.
+    app.forgot("zoe@b\u{fc}cher.example").await;
+    let email = &app.mail.wait_for(1).await[0];
+    assert_eq!(email.envelope_to, vec!["zoe@xn--bcher-kva.example"]);
+    assert!(
+        email.to.contains("zoe@xn--bcher-kva.example"),
+        "{}",
+        email.to
+    );
+}
+
 both_backends!(
+    addresses_that_cannot_be_mailed_or_that_deceive_are_refused,
+    look_alike_addresses_are_the_same_account,
+    internationalised_domains_are_stored_and_mailed_as_punycode,
     bad_form_input_gets_a_4xx_never_a_500,
     bad_json_input_gets_a_4xx_never_a_500,
     odd_links_get_the_dead_link_page,
