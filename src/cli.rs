@@ -89,7 +89,10 @@ async fn execute(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             };
             let password = NewPassword::parse(&password, None, services.policy())
                 .map_err(|p| anyhow::anyhow!("password: {p}"))?;
-            match services.sign_up(email.clone(), password, admin).await? {
+            match services
+                .sign_up(email.clone(), password, admin, None)
+                .await?
+            {
                 Ok(user) => {
                     let role = if admin { "admin" } else { "user" };
                     println!(

@@ -96,6 +96,18 @@ impl RateLimit {
         max: 20,
         window: Duration::from_secs(600),
     };
+
+    /// Sign-ups: 10 an hour (SPEC §3).
+    pub const SIGNUP: RateLimit = RateLimit {
+        max: 10,
+        window: Duration::from_secs(3600),
+    };
+
+    /// Current-password checks on the account page: 10 per 10 minutes (SPEC §3).
+    pub const ACCOUNT: RateLimit = RateLimit {
+        max: 10,
+        window: Duration::from_secs(600),
+    };
 }
 
 /// The per-client limits, one per group of endpoints; `None` turns a group's limit off.
@@ -107,6 +119,11 @@ pub struct RateLimits {
     pub login: Option<RateLimit>,
     /// `POST /reset` and `POST /auth/reset`, counted together.
     pub reset: Option<RateLimit>,
+    /// `POST /signup`: each one costs a strength check and a hash.
+    pub signup: Option<RateLimit>,
+    /// `POST /account/password`: each one checks the current password (a guess at it,
+    /// for someone holding a stolen session).
+    pub account: Option<RateLimit>,
 }
 
 /// Where outgoing mail goes.
@@ -335,9 +352,11 @@ impl Settings {
         let mail_retry_base =
             Duration::from_secs(positive(&var, "MAIL_RETRY_BASE_SECS", 5)?.min(3600));
         let rate_limits = RateLimits {
-            forgot: rate_limit(&var, "RATE_LIMIT_FORGOT")?,
-            login: rate_limit(&var, "RATE_LIMIT_LOGIN")?,
-            reset: rate_limit(&var, "RATE_LIMIT_RESET")?,
+            forgot: rate_limit(&var, "RATE_LIMIT_FORGOT", RateLimit::DEFAULT)?,
+            login: rate_limit(&var, "RATE_LIMIT_LOGIN", RateLimit::DEFAULT)?,
+            reset: rate_limit(&var, "RATE_LIMIT_RESET", RateLimit::DEFAULT)?,
+            signup: rate_limit(&var, "RATE_LIMIT_SIGNUP", RateLimit::SIGNUP)?,
+            account: rate_limit(&var, "RATE_LIMIT_ACCOUNT", RateLimit::ACCOUNT)?,
         };
 
         Ok(Self {
@@ -410,9 +429,10 @@ fn is_local_origin(url: &Url) -> bool {
 fn rate_limit(
     var: &impl Fn(&str) -> Option<String>,
     name: &'static str,
+    default: RateLimit,
 ) -> Result<Option<RateLimit>, ConfigError> {
     let Some(raw) = var(name) else {
-        return Ok(Some(RateLimit::DEFAULT));
+        return Ok(Some(default));
     };
     let raw = raw.trim();
     if raw.eq_ignore_ascii_case("off") {
@@ -547,6 +567,8 @@ mod tests {
         assert_eq!(s.rate_limits.forgot, twenty_per_ten_minutes);
         assert_eq!(s.rate_limits.login, twenty_per_ten_minutes);
         assert_eq!(s.rate_limits.reset, twenty_per_ten_minutes);
+        assert_eq!(s.rate_limits.signup, Some(RateLimit::SIGNUP));
+        assert_eq!(s.rate_limits.account, Some(RateLimit::ACCOUNT));
         assert!(s.secret_key_previous.is_none());
     }
 

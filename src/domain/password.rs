@@ -87,19 +87,31 @@ impl NewPassword {
 
     /// Refuses guessable passwords (zxcvbn score below 3), with the account's email and the
     /// product name as words an attacker would try first.
+    ///
+    /// zxcvbn's cost grows with the square of the length and, steeply, with how many of
+    /// its l33t characters (`4 @ 8 ( { [ < 3 6 9 1 ! | 7 0 $ 5 + % 2`) occur: a crafted
+    /// 128-character password took over a second. So it estimates [`strength_windows`]
+    /// of the password instead, and accepts when any one is strong: the whole is at least
+    /// as hard to guess as any part of it. A real password is one window (the whole), so
+    /// for it nothing changes; the bound only bites on crafted input. Worst case measured
+    /// by `scripts/bench-strength`.
     pub fn check_strength(&self, email: &str) -> Result<(), PasswordProblem> {
         let local = email.split('@').next().unwrap_or_default();
-        let entropy = zxcvbn::zxcvbn(&self.0, &[email, local, PRODUCT_NAME]);
-        if entropy.score() >= zxcvbn::Score::Three {
-            return Ok(());
+        let inputs = [email, local, PRODUCT_NAME];
+        let mut first = None;
+        for window in strength_windows(&self.0) {
+            let entropy = zxcvbn::zxcvbn(window, &inputs);
+            if entropy.score() >= zxcvbn::Score::Three {
+                return Ok(());
+            }
+            first.get_or_insert(entropy);
         }
-        let reason = entropy
-            .feedback()
+        let feedback = first.as_ref().and_then(|e| e.feedback());
+        let reason = feedback
             .and_then(|f| f.warning().map(|w| w.to_string()))
             .map(|w| format!("This password is too easy to guess: {w}"))
             .unwrap_or_else(|| "This password is too easy to guess.".to_owned());
-        let hint = entropy
-            .feedback()
+        let hint = feedback
             .and_then(|f| f.suggestions().first().map(|s| s.to_string()))
             .unwrap_or_else(|| "Add another word or two that are uncommon.".to_owned());
         Err(PasswordProblem::Weak {
@@ -111,6 +123,42 @@ impl NewPassword {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// The longest window the strength estimate sees, in characters.
+pub const STRENGTH_WINDOW_CHARS: usize = 64;
+
+/// The most distinct l33t characters in one window.
+pub const STRENGTH_WINDOW_L33T: usize = 8;
+
+/// The characters zxcvbn reads as l33t substitutions (its own table, zxcvbn 3).
+const L33T_CHARS: &str = "4@8({[<3691!|70$5+%2";
+
+/// Consecutive, non-overlapping pieces of `password` that together cover it, each at
+/// most [`STRENGTH_WINDOW_CHARS`] long and holding at most [`STRENGTH_WINDOW_L33T`]
+/// distinct l33t characters: the pieces whose strength zxcvbn estimates cheaply.
+pub fn strength_windows(password: &str) -> Vec<&str> {
+    let mut windows = Vec::new();
+    let mut start = 0;
+    let mut chars = 0;
+    let mut l33t: Vec<char> = Vec::new();
+    for (at, c) in password.char_indices() {
+        let is_l33t = L33T_CHARS.contains(c);
+        let new_l33t = is_l33t && !l33t.contains(&c);
+        if chars == STRENGTH_WINDOW_CHARS || (new_l33t && l33t.len() == STRENGTH_WINDOW_L33T) {
+            windows.push(&password[start..at]);
+            (start, chars) = (at, 0);
+            l33t.clear();
+        }
+        if is_l33t && !l33t.contains(&c) {
+            l33t.push(c);
+        }
+        chars += 1;
+    }
+    if start < password.len() || windows.is_empty() {
+        windows.push(&password[start..]);
+    }
+    windows
 }
 
 impl fmt::Debug for NewPassword {
@@ -207,5 +255,57 @@ mod tests {
         }
         let strong = NewPassword::parse("plum tractor violet oasis", None, POLICY).unwrap();
         assert!(strong.check_strength("alice@example.com").is_ok());
+    }
+
+    #[test]
+    fn a_real_password_is_estimated_whole() {
+        for pw in [
+            "correct horse battery staple",
+            "Tr0ub4dor&3 is n0t a g00d p4ssw0rd!",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(strength_windows(pw), vec![pw]);
+        }
+    }
+
+    #[test]
+    fn a_crafted_password_is_cut_into_cheap_windows_and_still_judged() {
+        // 128 characters cycling through every l33t character: over a second whole.
+        let crafted: String = L33T_CHARS.chars().cycle().take(128).collect();
+        let windows = strength_windows(&crafted);
+        assert!(windows.len() > 2, "{windows:?}");
+        // Still judged: repeated weak words are refused, and a strong passphrase is
+        // accepted whatever crafted tail follows it.
+        let weak = NewPassword::parse(&"p4ssw0rd".repeat(16), None, POLICY).unwrap();
+        assert!(weak.check_strength("a@example.com").is_err());
+        let tail: String = crafted.chars().take(90).collect();
+        let strong =
+            NewPassword::parse(&format!("quartz lantern mosaic orbit {tail}"), None, POLICY)
+                .unwrap();
+        assert!(strong.check_strength("a@example.com").is_ok());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn windows_cover_the_password_in_order_within_their_bounds(
+                pw in "[a-z4@8({\\[<3691!|70$5+%2 ]{0,128}"
+            ) {
+                let windows = strength_windows(&pw);
+                prop_assert_eq!(windows.concat(), pw.clone());
+                for w in &windows {
+                    prop_assert!(w.chars().count() <= STRENGTH_WINDOW_CHARS);
+                    let mut l33t: Vec<char> = w.chars().filter(|c| L33T_CHARS.contains(*c)).collect();
+                    l33t.sort_unstable();
+                    l33t.dedup();
+                    prop_assert!(l33t.len() <= STRENGTH_WINDOW_L33T);
+                    prop_assert!(!w.is_empty() || pw.is_empty());
+                }
+            }
+        }
     }
 }

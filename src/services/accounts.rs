@@ -73,23 +73,42 @@ pub enum ChangeProblem {
 }
 
 impl Services {
-    /// Creates an account (optionally an admin) after the strength check.
+    /// Creates an account (optionally an admin) after the strength check, and records it
+    /// (`client`: none from the CLI). A taken address is said before the password is
+    /// judged: a strength check and a hash for an account that cannot be made would only
+    /// spend the hashing pool. (The form says it either way, so this tells nothing new.)
     pub async fn sign_up(
         &self,
         email: EmailAddress,
         password: NewPassword,
         admin: bool,
+        client: Option<&ClientInfo>,
     ) -> Result<Result<Account, SignUpProblem>, ServiceError> {
+        let lookup = email.as_str().to_owned();
+        if db::run(&self.pool, move |c| users::find_by_email(c, &lookup))
+            .await?
+            .is_some()
+        {
+            return Ok(Err(SignUpProblem::EmailTaken));
+        }
         let hash = match self
             .hasher
-            .check_and_hash(password, email.as_str().to_owned())
+            .check_and_hash(password, email.as_str().to_owned(), client)
             .await?
         {
             Ok(hash) => hash,
             Err(problem) => return Ok(Err(SignUpProblem::Password(problem))),
         };
+        let mut created = Event::new(EventKind::AccountCreated);
+        if let Some(client) = client {
+            created = created.client(client);
+        }
         let result = db::run(&self.pool, move |c| {
-            users::insert(c, email.as_str(), &hash, admin)
+            db::write_transaction(c, |c| {
+                let user = users::insert(c, email.as_str(), &hash, admin)?;
+                audit::record(c, &created.user(user.id, &user.email))?;
+                Ok(user)
+            })
         })
         .await;
         match result {
@@ -122,7 +141,7 @@ impl Services {
             .as_ref()
             .filter(|u| !u.disabled)
             .map(|u| u.password_hash.clone());
-        let verification = self.hasher.verify(password, stored).await?;
+        let verification = self.hasher.verify(password, stored, Some(client)).await?;
         let failed = Event::new(EventKind::SignInFailed).client(client);
         let (event, signed_in) = match user {
             None => (failed.detail("no account has this address"), None),
@@ -183,22 +202,32 @@ impl Services {
         keep_session: Option<String>,
         client: &ClientInfo,
     ) -> Result<Result<(), ChangeProblem>, ServiceError> {
-        let Some(current) = current else {
-            return Ok(Err(ChangeProblem::WrongCurrentPassword));
-        };
         // Checked against the hash as it is now, not as it was when the page loaded.
         let id = account.id;
         let Some(user) = db::run(&self.pool, move |c| users::find(c, id)).await? else {
             return Ok(Err(ChangeProblem::WrongCurrentPassword));
         };
+        let refused = Event::new(EventKind::PasswordChangeRefused)
+            .user(user.id, &user.email)
+            .client(client);
         let verified = self
             .hasher
-            .verify(current, Some(user.password_hash.clone()))
+            .verify(
+                current.unwrap_or_else(SubmittedPassword::absent),
+                Some(user.password_hash.clone()),
+                Some(client),
+            )
             .await?;
         if !verified.matches {
+            self.record(refused.clone().detail("wrong current password"))
+                .await?;
             return Ok(Err(ChangeProblem::WrongCurrentPassword));
         }
-        let hash = match self.hasher.check_and_hash(new, user.email.clone()).await? {
+        let hash = match self
+            .hasher
+            .check_and_hash(new, user.email.clone(), Some(client))
+            .await?
+        {
             Ok(hash) => hash,
             Err(problem) => return Ok(Err(ChangeProblem::Password(problem))),
         };
@@ -228,6 +257,8 @@ impl Services {
         })
         .await?;
         if !written {
+            let why = "a reset, another change or a disable came first";
+            self.record(refused.detail(why)).await?;
             return Ok(Err(ChangeProblem::CredentialsChanged));
         }
         self.mail_wake.notify_one();

@@ -34,8 +34,13 @@ pub enum EventKind {
     /// A sign-in failed (`detail`: why; never shown to the person signing in).
     SignInFailed,
     SignedOut,
+    /// An account was made (by sign-up, or from the CLI without a client).
+    AccountCreated,
     /// A signed-in user changed their password.
     PasswordChanged,
+    /// A password change was refused (`detail`: why, e.g. a wrong current password: a
+    /// guess by someone holding a stolen session).
+    PasswordChangeRefused,
     /// Sessions were ended on request (`detail`: how many).
     SessionsEnded,
     /// An admin asked for a reset email for the account (the worker's `reset_requested`
@@ -51,7 +56,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order admins see them listed.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::ResetRequested,
         Self::MailSent,
         Self::MailFailed,
@@ -62,7 +67,9 @@ impl EventKind {
         Self::SignedIn,
         Self::SignInFailed,
         Self::SignedOut,
+        Self::AccountCreated,
         Self::PasswordChanged,
+        Self::PasswordChangeRefused,
         Self::SessionsEnded,
         Self::AdminResetRequested,
         Self::AccountDisabled,
@@ -83,7 +90,9 @@ impl EventKind {
             Self::SignedIn => "signed_in",
             Self::SignInFailed => "sign_in_failed",
             Self::SignedOut => "signed_out",
+            Self::AccountCreated => "account_created",
             Self::PasswordChanged => "password_changed",
+            Self::PasswordChangeRefused => "password_change_refused",
             Self::SessionsEnded => "sessions_ended",
             Self::AdminResetRequested => "admin_reset_requested",
             Self::AccountDisabled => "account_disabled",

@@ -32,6 +32,10 @@ pub enum LimitGroup {
     /// refused (a cross-site page could then spend a victim's budget with hidden images);
     /// past the limit they are only no longer audited, so nobody can fill the trail.
     DeadLinks,
+    /// `POST /signup`.
+    SignUp,
+    /// Current-password checks: `POST /account/password`.
+    Account,
     /// Openings of live reset links, counted against the reset limit's numbers but apart
     /// from dead ones. Never refused either; past the limit they are not audited.
     LiveLinks,
@@ -43,6 +47,8 @@ impl LimitGroup {
             Self::Forgot => "forgot",
             Self::Login => "login",
             Self::Reset => "reset",
+            Self::SignUp => "signup",
+            Self::Account => "account",
             Self::DeadLinks => "dead-link",
             Self::LiveLinks => "live-link",
         }
@@ -182,6 +188,8 @@ impl Services {
             LimitGroup::Forgot => limits.forgot,
             LimitGroup::Login => limits.login,
             LimitGroup::Reset | LimitGroup::DeadLinks | LimitGroup::LiveLinks => limits.reset,
+            LimitGroup::SignUp => limits.signup,
+            LimitGroup::Account => limits.account,
         }?;
         let window_us = i64::try_from(limit.window.as_micros())
             .unwrap_or(i64::MAX)
@@ -200,7 +208,7 @@ impl Services {
 
 /// Who a limit counts: one IPv4 address, or one IPv6 /64 (one household or server gets a
 /// whole /64, so counting single IPv6 addresses would be no limit at all).
-fn client_bucket(ip: &str) -> String {
+pub(crate) fn client_bucket(ip: &str) -> String {
     match ip.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => {
             let s = v6.segments();

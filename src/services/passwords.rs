@@ -10,23 +10,31 @@
 //! blocking threads is free grew the process by 19 MiB per thread that ever hashed (919 MiB
 //! peak RSS in the benchmark). On a fixed set of threads the memory is bounded by
 //! `threads` × the argon2 memory cost.
+//!
+//! The pool is fair per client (SPEC §9): one client (an IPv4 address, an IPv6 /64) holds
+//! at most an eighth of its slots, and the threads take jobs from the waiting clients in
+//! turn, not in arrival order. A client that floods it with sign-ups is refused past its
+//! share and waits behind itself; a sign-in from anyone else runs next.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
-    mpsc,
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
 };
-
-use argon2::{
-    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, PasswordVerifier, Version,
-    password_hash::phc::{Output, ParamsString, Salt},
-};
-use tokio::sync::Semaphore;
 
 use crate::{
     config::HashParams,
     domain::{NewPassword, PasswordProblem, SubmittedPassword},
 };
+use argon2::{
+    ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, PasswordHash, PasswordVerifier, Version,
+    password_hash::phc::{Output, ParamsString, Salt},
+};
+
+use super::{ClientInfo, limits::client_bucket};
 
 /// Why a hashing job did not run.
 #[derive(Debug, thiserror::Error)]
@@ -48,20 +56,136 @@ pub struct Verification {
 /// A job for the hashing threads.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Whose jobs are whose: a client's bucket, or the server's own (CLI, start-up).
+type Owner = Arc<str>;
+
+/// The queue the hashing threads share: one lane per client with jobs waiting, served in
+/// turn, and how many slots each client holds (running or waiting).
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// Jobs running or waiting, at most: `threads + queue`.
+    capacity: usize,
+    /// Slots one client may hold.
+    share: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    lanes: VecDeque<(Owner, VecDeque<Job>)>,
+    held: HashMap<Owner, usize>,
+    admitted: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic never happens while the lock is held (jobs run outside it), so a
+        // poisoned lock still guards consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a slot for `owner`, if the pool and the owner's share have one.
+    fn admit(self: &Arc<Self>, owner: &Owner) -> Option<Slot> {
+        let mut state = self.lock();
+        let held = state.held.get(owner).copied().unwrap_or(0);
+        if state.closed || state.admitted >= self.capacity || held >= self.share {
+            return None;
+        }
+        state.admitted += 1;
+        state.held.insert(owner.clone(), held + 1);
+        Some(Slot {
+            queue: Arc::clone(self),
+            owner: owner.clone(),
+        })
+    }
+
+    /// Queues a job at the back of its owner's lane.
+    fn push(&self, owner: Owner, job: Job) {
+        let mut state = self.lock();
+        match state.lanes.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, lane)) => lane.push_back(job),
+            None => state.lanes.push_back((owner, VecDeque::from([job]))),
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// The next job, taking lanes in turn; `None` once the pool is closed.
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                // Dropped outside the lock: a dropped job releases its slot, which locks.
+                let abandoned = std::mem::take(&mut state.lanes);
+                drop(state);
+                drop(abandoned);
+                return None;
+            }
+            if let Some((owner, mut lane)) = state.lanes.pop_front() {
+                let job = lane.pop_front();
+                if !lane.is_empty() {
+                    state.lanes.push_back((owner, lane));
+                }
+                if let Some(job) = job {
+                    return Some(job);
+                }
+                continue;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// A slot in the pool, held by a job from admission until it finishes (or is dropped
+/// unrun), so the bounds hold even when the caller goes away.
+struct Slot {
+    queue: Arc<Queue>,
+    owner: Owner,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.admitted = state.admitted.saturating_sub(1);
+        if let Some(held) = state.held.get_mut(&self.owner) {
+            *held -= 1;
+            if *held == 0 {
+                state.held.remove(&self.owner);
+            }
+        }
+    }
+}
+
+/// Closes the queue (the threads end) when the last clone of the [`Hasher`] is dropped.
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// The bounded hashing pool.
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
-    /// Feeds the hashing threads; they end when the last clone of this is dropped.
-    jobs: mpsc::Sender<Job>,
-    /// Jobs running or waiting: at most `threads + queue`.
-    admitted: Arc<Semaphore>,
+    queue: Arc<Queue>,
+    _closer: Arc<Closer>,
     /// A hash of a random password, verified when the account does not exist so that an
     /// unknown address costs the same as a wrong password.
     dummy_hash: Arc<str>,
     /// argon2 verifications run so far (a tally the timing-parity tests read).
     verifications: Arc<AtomicU64>,
 }
+
+/// The owner of jobs without a client.
+const SERVER: &str = "-";
 
 impl Hasher {
     /// Builds the pool and computes the dummy hash once (start-up only: it blocks).
@@ -73,43 +197,50 @@ impl Hasher {
             Some(32),
         )
         .map_err(|e| HashError::Internal(e.to_string()))?;
-        let jobs = start_threads(threads.max(1))?;
+        let capacity = threads.max(1) + queue;
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            capacity,
+            share: fair_share(capacity),
+        });
+        start_threads(threads.max(1), &queue)?;
+        let closer = Arc::new(Closer(Arc::clone(&queue)));
         // The dummy hash is made on a hashing thread too: whichever thread hashes keeps
         // the argon2 memory, and only the hashing threads should.
         let (done, dummy_hash) = mpsc::channel();
         let dummy_params = params.clone();
-        jobs.send(Box::new(move || {
-            let dummy = crate::crypto::random_token_string(24);
-            let _ = done.send(hash_with(&dummy_params, &dummy));
-        }))
-        .map_err(|_| HashError::Internal("the hashing threads have stopped".into()))?;
+        queue.push(
+            SERVER.into(),
+            Box::new(move || {
+                let dummy = crate::crypto::random_token_string(24);
+                let _ = done.send(hash_with(&dummy_params, &dummy));
+            }),
+        );
         let dummy_hash = dummy_hash
             .recv()
             .map_err(|_| HashError::Internal("the dummy hash could not be made".into()))??;
         Ok(Self {
             params,
-            jobs,
-            admitted: Arc::new(Semaphore::new(threads.max(1) + queue)),
+            queue,
+            _closer: closer,
             dummy_hash: dummy_hash.into(),
             verifications: Arc::default(),
         })
     }
 
-    /// Runs `job` on a hashing thread, or refuses at once when `threads + queue` jobs
-    /// are already running or waiting.
-    async fn submit<T, F>(&self, job: F) -> Result<T, HashError>
+    /// Runs `job` on a hashing thread, or refuses at once when `threads + queue` jobs are
+    /// already running or waiting, or when `client` already holds its share of them.
+    async fn submit<T, F>(&self, client: Option<&ClientInfo>, job: F) -> Result<T, HashError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
+        let owner: Owner = client.map_or_else(|| SERVER.into(), |c| client_bucket(&c.ip).into());
+        let slot = self.queue.admit(&owner).ok_or(HashError::Busy)?;
         let (done, result) = tokio::sync::oneshot::channel();
-        // The permit travels with the job: if the caller goes away, the job still holds
-        // its slot until it finishes, so the bound is never exceeded.
+        // The slot travels with the job: if the caller goes away, the job still holds it
+        // until it finishes, so the bound is never exceeded.
         let job: Job = Box::new(move || {
             // The caller went away while this waited (a client that gave up): nobody
             // wants the result, so its slot goes to the next job at once.
@@ -117,12 +248,10 @@ impl Hasher {
                 return;
             }
             let outcome = job();
-            drop(admitted);
+            drop(slot);
             let _ = done.send(outcome);
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| HashError::Internal("the hashing threads have stopped".into()))?;
+        self.queue.push(owner, job);
         result
             .await
             .map_err(|_| HashError::Internal("a hashing job panicked".into()))
@@ -138,9 +267,11 @@ impl Hasher {
         &self,
         password: NewPassword,
         email: String,
+        client: Option<&ClientInfo>,
     ) -> Result<Result<String, PasswordProblem>, HashError> {
         let params = self.params.clone();
         self.submit(
+            client,
             move || -> Result<Result<String, PasswordProblem>, HashError> {
                 if let Err(problem) = password.check_strength(&email) {
                     return Ok(Err(problem));
@@ -154,7 +285,7 @@ impl Hasher {
     /// Hashes a password without the strength check (CLI, tests of legacy accounts).
     pub async fn hash(&self, password: NewPassword) -> Result<String, HashError> {
         let params = self.params.clone();
-        self.submit(move || hash_with(&params, password.expose()))
+        self.submit(None, move || hash_with(&params, password.expose()))
             .await?
     }
 
@@ -165,11 +296,12 @@ impl Hasher {
         &self,
         password: SubmittedPassword,
         stored: Option<String>,
+        client: Option<&ClientInfo>,
     ) -> Result<Verification, HashError> {
         let params = self.params.clone();
         let dummy = self.dummy_hash.clone();
         let verifications = self.verifications.clone();
-        self.submit(move || {
+        self.submit(client, move || {
             // A missing account or an unreadable stored hash is checked against the dummy
             // hash: every path runs exactly one argon2 verification, so the time taken
             // says nothing about whether the account exists.
@@ -194,31 +326,26 @@ impl Hasher {
     }
 }
 
+/// One client's share of `capacity` slots: an eighth, and at least one.
+fn fair_share(capacity: usize) -> usize {
+    (capacity / 8).max(1)
+}
+
 /// Starts the hashing threads. Each takes the next job from the shared queue; a job that
 /// panics is caught (its caller sees an error), so the pool never shrinks.
-fn start_threads(n: usize) -> Result<mpsc::Sender<Job>, HashError> {
-    let (jobs, queue) = mpsc::channel::<Job>();
-    let queue = Arc::new(Mutex::new(queue));
+fn start_threads(n: usize, queue: &Arc<Queue>) -> Result<(), HashError> {
     for i in 0..n {
-        let queue = Arc::clone(&queue);
+        let queue = Arc::clone(queue);
         std::thread::Builder::new()
             .name(format!("latchkey-hash-{i}"))
             .spawn(move || {
-                loop {
-                    // The lock is held only while taking a job, never while running one.
-                    let next = match queue.lock() {
-                        Ok(queue) => queue.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = next else {
-                        return; // every sender is gone: the pool was dropped
-                    };
+                while let Some(job) = queue.next() {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             })
             .map_err(|e| HashError::Internal(format!("cannot start a hashing thread: {e}")))?;
     }
-    Ok(jobs)
+    Ok(())
 }
 
 /// One argon2 verification, counted.
@@ -371,6 +498,7 @@ mod tests {
             .verify(
                 SubmittedPassword::parse("plum tractor violet").unwrap(),
                 Some(hash.clone()),
+                None,
             )
             .await
             .unwrap();
@@ -379,6 +507,7 @@ mod tests {
             .verify(
                 SubmittedPassword::parse("plum tractor violef").unwrap(),
                 Some(hash),
+                None,
             )
             .await
             .unwrap();
@@ -392,7 +521,7 @@ mod tests {
         let pw = || SubmittedPassword::parse("wrong guess here").unwrap();
         for stored in [Some(hash), None, Some("not a PHC string".to_owned())] {
             let before = h.verifications();
-            let v = h.verify(pw(), stored.clone()).await.unwrap();
+            let v = h.verify(pw(), stored.clone(), None).await.unwrap();
             assert!(!v.matches);
             assert_eq!(h.verifications(), before + 1, "{stored:?}");
         }
@@ -402,7 +531,11 @@ mod tests {
     async fn an_unknown_account_never_matches_even_the_dummy_password() {
         let h = Hasher::new(CHEAP, 1, 4).unwrap();
         let v = h
-            .verify(SubmittedPassword::parse("anything at all").unwrap(), None)
+            .verify(
+                SubmittedPassword::parse("anything at all").unwrap(),
+                None,
+                None,
+            )
             .await
             .unwrap();
         assert!(!v.matches);
@@ -425,6 +558,7 @@ mod tests {
             .verify(
                 SubmittedPassword::parse("plum tractor violet").unwrap(),
                 Some(hash),
+                None,
             )
             .await
             .unwrap();
@@ -437,8 +571,10 @@ mod tests {
         let h = Hasher::new(CHEAP, 1, 0).unwrap();
         let slow = h.clone();
         let blocker = tokio::spawn(async move {
-            slow.submit(|| std::thread::sleep(std::time::Duration::from_millis(300)))
-                .await
+            slow.submit(None, || {
+                std::thread::sleep(std::time::Duration::from_millis(300))
+            })
+            .await
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(matches!(
@@ -446,5 +582,62 @@ mod tests {
             Err(HashError::Busy)
         ));
         blocker.await.unwrap().unwrap();
+    }
+
+    fn client(ip: &str) -> ClientInfo {
+        ClientInfo {
+            ip: ip.to_owned(),
+            user_agent: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_client_holds_at_most_its_share_and_others_are_served_in_turn() {
+        // 64 slots: a client's share is 8.
+        let h = Hasher::new(CHEAP, 1, 63).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let blocker = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.submit(None, || {
+                    std::thread::sleep(std::time::Duration::from_millis(300))
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let job = |ip: &'static str, n: usize| {
+            let (h, order) = (h.clone(), order.clone());
+            async move {
+                h.submit(Some(&client(ip)), move || {
+                    order.lock().unwrap().push((ip, n));
+                })
+                .await
+            }
+        };
+        let mut flood = Vec::new();
+        for n in 0..8 {
+            flood.push(tokio::spawn(job("198.51.100.1", n)));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The ninth from the same client is refused.
+        assert!(matches!(job("198.51.100.1", 8).await, Err(HashError::Busy)));
+        let victim = tokio::spawn(job("203.0.113.9", 0));
+        blocker.await.unwrap().unwrap();
+        victim.await.unwrap().unwrap();
+        for f in flood {
+            f.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        let victim_at = order
+            .iter()
+            .position(|(ip, _)| *ip == "203.0.113.9")
+            .unwrap();
+        assert!(
+            victim_at <= 1,
+            "the other client waited behind the flood: {order:?}"
+        );
+        // Once done, the flooding client has its share back.
+        job("198.51.100.1", 9).await.unwrap();
     }
 }

@@ -426,7 +426,7 @@ impl Services {
         let checked = match password {
             Ok(password) => {
                 self.hasher
-                    .check_and_hash(password, user.email.clone())
+                    .check_and_hash(password, user.email.clone(), Some(client))
                     .await?
             }
             Err(problem) => Err(problem),

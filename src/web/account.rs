@@ -15,6 +15,7 @@ use crate::{
     mail::message::browser_name,
     services::accounts::Account,
     services::accounts::ChangeProblem,
+    services::limits::LimitGroup,
 };
 
 use super::{
@@ -157,6 +158,9 @@ pub async fn change_password(
         return Ok(see_other(SIGN_IN_FIRST));
     };
     let services = &state.services;
+    // Every POST here checks the current password: a guess, for someone holding a
+    // stolen session, so it is limited like sign-in.
+    services.throttle(LimitGroup::Account, &client).await?;
     let new = match NewPassword::parse(
         &form.password,
         Some(&form.password_confirm),

@@ -120,6 +120,7 @@ pub async fn signup(
     Client(client): Client,
 ) -> Result<HttpResponse, PageError> {
     let services = &state.services;
+    services.throttle(LimitGroup::SignUp, &client).await?;
     let rerender = |errors: FieldErrors| {
         page(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -148,7 +149,7 @@ pub async fn signup(
         Ok(p) => p,
         Err(problem) => return rerender(FieldErrors::from_password(&problem)),
     };
-    match services.sign_up(email, password, false).await? {
+    match services.sign_up(email, password, false, Some(&client)).await? {
         Ok(user) => {
             tracing::info!(user_id = user.id, "account created");
             session::sign_in(&session, &csrf, &user, &client)?;

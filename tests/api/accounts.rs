@@ -60,6 +60,27 @@ async fn a_taken_address_or_a_weak_password_re_renders_the_form(backend: Backend
     assert_eq!(weak.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+async fn a_taken_address_is_said_before_the_password_is_judged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_account("val@example.com", GOOD_PASSWORD).await;
+    // Long enough, but weak: judging it would cost a strength check and a hash, for an
+    // account that cannot be made anyway.
+    let res = app
+        .post_form(
+            "/signup",
+            &[
+                ("email", "val@example.com"),
+                ("password", "passwordpassword1"),
+                ("password_confirm", "passwordpassword1"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("already exists"), "{html}");
+    assert!(!html.contains("too easy to guess"), "{html}");
+}
+
 async fn a_failed_sign_in_says_one_generic_thing(backend: Backend) {
     let app = spawn_app(backend).await;
     app.create_account("wes@example.com", GOOD_PASSWORD).await;
@@ -240,6 +261,7 @@ both_backends!(
     signing_up_signs_in_and_shows_the_account,
     a_taken_address_or_a_weak_password_re_renders_the_form,
     a_failed_sign_in_says_one_generic_thing,
+    a_taken_address_is_said_before_the_password_is_judged,
     sign_in_honours_only_local_next_paths,
     the_account_page_requires_sign_in,
     signing_out_ends_the_session,

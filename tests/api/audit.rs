@@ -186,6 +186,14 @@ async fn sign_in_sign_out_and_password_changes_are_recorded(backend: Backend) {
     assert_from_test_client(&app.event("signed_out").await, Some("di@example.com"));
 }
 
+async fn creating_an_account_is_recorded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sign_up_with(&browser(), "cy@example.com", GOOD_PASSWORD)
+        .await;
+    let created = app.event("account_created").await;
+    assert_from_test_client(&created, Some("cy@example.com"));
+}
+
 async fn no_event_holds_a_token_a_password_or_a_session_id(backend: Backend) {
     let app = spawn_app(backend).await;
     let b = browser();
@@ -311,5 +319,6 @@ both_backends!(
     opening_links_and_resetting_are_recorded_with_the_reason_for_refusals,
     sign_in_sign_out_and_password_changes_are_recorded,
     no_event_holds_a_token_a_password_or_a_session_id,
+    creating_an_account_is_recorded,
     resets_refused_before_any_lookup_are_recorded_too,
 );

@@ -140,6 +140,8 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         ("RATE_LIMIT_FORGOT".into(), "1000/600".into()),
         ("RATE_LIMIT_LOGIN".into(), "1000/600".into()),
         ("RATE_LIMIT_RESET".into(), "1000/600".into()),
+        ("RATE_LIMIT_SIGNUP".into(), "1000/600".into()),
+        ("RATE_LIMIT_ACCOUNT".into(), "1000/600".into()),
     ]);
     for (k, v) in overrides {
         if v.is_empty() {
@@ -175,6 +177,21 @@ pub fn new_client() -> Client {
     Client::builder()
         .redirect(Policy::none())
         .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+/// A browser whose requests say, in `X-Forwarded-For`, that they come from `ip` (the app
+/// believes it only with `TRUSTED_PROXIES=127.0.0.1/32`).
+pub fn client_from(ip: &str) -> Client {
+    Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .default_headers(
+            [("x-forwarded-for".parse().unwrap(), ip.parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
         .build()
         .expect("client")
 }

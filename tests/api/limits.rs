@@ -257,6 +257,140 @@ async fn one_client_opening_many_live_links_is_audited_up_to_its_limit(backend: 
     );
 }
 
+async fn sign_up_is_limited_per_client(backend: Backend) {
+    let app = spawn_app_with(backend, &[("RATE_LIMIT_SIGNUP", "2/600")]).await;
+    let sign_up = |n: usize| {
+        let email = format!("new{n}@example.com");
+        let app = &app;
+        async move {
+            app.post_form_with(
+                &new_client(),
+                "/signup",
+                &[
+                    ("email", email.as_str()),
+                    ("password", GOOD_PASSWORD),
+                    ("password_confirm", GOOD_PASSWORD),
+                ],
+            )
+            .await
+        }
+    };
+    for n in 0..2 {
+        assert_eq!(sign_up(n).await.status(), StatusCode::SEE_OTHER);
+    }
+    let res = sign_up(2).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    retry_after(&res, 600);
+    assert!(!app.signs_in("new2@example.com", GOOD_PASSWORD).await);
+}
+
+async fn password_changes_are_limited_per_client_and_wrong_passwords_audited(backend: Backend) {
+    let app = spawn_app_with(backend, &[("RATE_LIMIT_ACCOUNT", "2/600")]).await;
+    app.sign_up_with(&app.client, "acc@example.com", GOOD_PASSWORD)
+        .await;
+    let change = |current: &'static str| {
+        let app = &app;
+        async move {
+            app.post_form(
+                "/account/password",
+                &[
+                    ("current_password", current),
+                    ("password", OTHER_GOOD_PASSWORD),
+                    ("password_confirm", OTHER_GOOD_PASSWORD),
+                ],
+            )
+            .await
+        }
+    };
+    for _ in 0..2 {
+        let res = change("not my password at all").await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let refused = app.events_of("password_change_refused", 2).await;
+    for event in &refused {
+        assert_eq!(event.email.as_deref(), Some("acc@example.com"));
+        assert_eq!(event.client_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(event.detail.as_deref(), Some("wrong current password"));
+    }
+    let res = change(GOOD_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    retry_after(&res, 600);
+    assert!(app.signs_in("acc@example.com", GOOD_PASSWORD).await);
+}
+
+/// One client sends many sign-ups at once while another signs in: the flood holds only
+/// its share of the hashing pool, and the other client's job does not wait behind it.
+async fn a_flood_of_sign_ups_from_one_client_does_not_hold_up_another(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("HASH_THREADS", "1"),
+            ("HASH_QUEUE", "63"),
+            // ~90 ms a hash: the flood takes well over a second to work through.
+            ("ARGON2_ITERATIONS", "16"),
+        ],
+    )
+    .await;
+    app.create_account("vee@example.com", GOOD_PASSWORD).await;
+    let (attacker, victim) = (client_from("198.51.100.66"), client_from("203.0.113.7"));
+    let (attacker_token, victim_token) = (app.csrf(&attacker).await, app.csrf(&victim).await);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for n in 0..16 {
+        let email = format!("flood{n}@example.com");
+        let request = app.prepared_post(
+            &attacker,
+            "/signup",
+            &attacker_token,
+            &[
+                ("email", email.as_str()),
+                ("password", GOOD_PASSWORD),
+                ("password_confirm", GOOD_PASSWORD),
+            ],
+        );
+        let served = served.clone();
+        flood.push(tokio::spawn(async move {
+            let status = request.send().await.unwrap().status();
+            if status == StatusCode::SEE_OTHER {
+                served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            status
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let res = app
+        .prepared_post(
+            &victim,
+            "/login",
+            &victim_token,
+            &[("email", "vee@example.com"), ("password", GOOD_PASSWORD)],
+        )
+        .send()
+        .await
+        .unwrap();
+    let served_first = served.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the other client signs in"
+    );
+    let mut statuses = Vec::new();
+    for request in flood {
+        statuses.push(request.await.unwrap());
+    }
+    let served_all = served.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "the flooding client is held to its share of the pool: {statuses:?}"
+    );
+    assert!(
+        served_all - served_first >= 3,
+        "the sign-in waited behind the flood: {served_first} of its {served_all} sign-ups \
+         were served first"
+    );
+}
+
 both_backends!(
     the_forgot_form_and_api_share_one_limit_then_answer_429,
     sign_in_is_limited_even_with_the_right_password,
@@ -265,6 +399,9 @@ both_backends!(
     forwarded_for_counts_only_from_trusted_proxies,
     opening_a_live_link_again_and_again_grows_no_table,
     one_client_opening_many_live_links_is_audited_up_to_its_limit,
+    sign_up_is_limited_per_client,
+    password_changes_are_limited_per_client_and_wrong_passwords_audited,
+    a_flood_of_sign_ups_from_one_client_does_not_hold_up_another,
 );
 
 /// Two instances behind a load balancer share one count: of 12 concurrent requests
