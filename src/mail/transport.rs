@@ -44,6 +44,23 @@ impl DevMailbox {
     }
 }
 
+/// Why a delivery failed, for the outbox's `last_error` (never the body, no addresses).
+#[derive(Debug, Clone)]
+pub struct SendError {
+    /// The server refused for good (a 5xx reply): retrying will not help.
+    pub permanent: bool,
+    pub text: String,
+}
+
+impl SendError {
+    fn local(text: String) -> Self {
+        Self {
+            permanent: false,
+            text,
+        }
+    }
+}
+
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Transport {
@@ -60,14 +77,15 @@ impl Transport {
         Ok(Self::Smtp(transport))
     }
 
-    /// Delivers one message. Errors are plain text for the outbox's `last_error` (they
-    /// never hold the body).
+    /// Delivers one message under `message_id` (`<…@…>`, the same for every attempt, so
+    /// a receiver can tell a retry from a new email).
     pub async fn send(
         &self,
         from: &Mailbox,
         to: &str,
         message: &EmailMessage,
-    ) -> Result<(), String> {
+        message_id: &str,
+    ) -> Result<(), SendError> {
         match self {
             Self::Dev(mailbox) => {
                 mailbox.push(DevMail {
@@ -78,21 +96,28 @@ impl Transport {
                 Ok(())
             }
             Self::Smtp(transport) => {
-                let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+                let to: Mailbox = to
+                    .parse()
+                    .map_err(|e| SendError::local(format!("bad recipient: {e}")))?;
+                // lettre adds `Date` itself.
                 let email = lettre::Message::builder()
                     .from(from.clone())
                     .to(to)
+                    .message_id(Some(message_id.to_owned()))
                     .subject(&message.subject)
                     .multipart(MultiPart::alternative_plain_html(
                         message.text.clone(),
                         message.html.clone(),
                     ))
-                    .map_err(|e| format!("could not build message: {e}"))?;
+                    .map_err(|e| SendError::local(format!("could not build message: {e}")))?;
                 transport
                     .send(email)
                     .await
                     .map(|_| ())
-                    .map_err(|e| describe(&e))
+                    .map_err(|e| SendError {
+                        permanent: e.is_permanent(),
+                        text: describe(&e),
+                    })
             }
         }
     }

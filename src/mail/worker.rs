@@ -18,7 +18,7 @@ use crate::{
     },
 };
 
-use super::{EmailMessage, Transport};
+use super::{EmailMessage, Transport, transport::SendError};
 
 /// How long a claimed batch is reserved for this worker. It must outlast the slowest
 /// delivery of a whole batch (BATCH × a few SMTP commands × the 15 s command timeout),
@@ -27,6 +27,9 @@ use super::{EmailMessage, Transport};
 const LEASE: Duration = Duration::from_secs(15 * 60);
 /// Attempts before a message is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
+/// A permanent refusal (5xx) is given up at this attempt: tried once more after the first
+/// (a server may misspeak once), never eight times.
+const PERMANENT_ATTEMPTS: i64 = 2;
 /// Messages claimed at once.
 const BATCH: i64 = 5;
 /// How often the worker looks for work when nobody wakes it (other instances' rows,
@@ -139,17 +142,19 @@ impl Worker {
         let message = EmailMessage::open(&self.services.keys, &row.payload);
         let result = match &message {
             Some(message) => {
+                let id = message_id(&row, &self.from);
                 self.transport
-                    .send(&self.from, &row.recipient, message)
+                    .send(&self.from, &row.recipient, message, &id)
                     .await
             }
             // Sealed under a key this instance does not hold: during a rolling key rotation
             // another instance may, so it is retried (and given up like any failure).
-            None => Err(
-                "the message cannot be decrypted with this instance's SECRET_KEY or \
-                 SECRET_KEY_PREVIOUS"
+            None => Err(SendError {
+                permanent: false,
+                text: "the message cannot be decrypted with this instance's SECRET_KEY or \
+                       SECRET_KEY_PREVIOUS"
                     .to_owned(),
-            ),
+            }),
         };
         let id = row.id;
         let about = |kind: EventKind| match row.user_id {
@@ -169,9 +174,17 @@ impl Worker {
                 })
                 .await?;
             }
-            Err(error) => {
+            Err(SendError {
+                permanent,
+                text: error,
+            }) => {
                 let attempts = row.attempts + 1;
-                let retry_at = (attempts < MAX_ATTEMPTS).then(|| {
+                let last = if permanent {
+                    PERMANENT_ATTEMPTS
+                } else {
+                    MAX_ATTEMPTS
+                };
+                let retry_at = (attempts < last).then(|| {
                     db::now_plus(backoff(attempts, self.services.settings.mail_retry_base))
                 });
                 tracing::warn!(outbox_id = id, attempts, error = %error, "email delivery failed");
@@ -194,6 +207,21 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// The `Message-ID` of an outbox row: the same for every attempt (a receiver that got a
+/// message whose acknowledgement was lost sees the retry as the same message), different
+/// for every row, and telling nothing about how many emails were sent (a hash of the row
+/// id and its random sealing nonce), at the sender's domain.
+pub fn message_id(row: &outbox::OutboxRow, from: &Mailbox) -> String {
+    use sha2::{Digest, Sha256};
+    let nonce = row.payload.get(..24).unwrap_or(&row.payload);
+    let digest = Sha256::new()
+        .chain_update(row.id.to_be_bytes())
+        .chain_update(nonce)
+        .finalize();
+    let local: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{local}.latchkey@{}>", from.email.domain())
 }
 
 /// `base`, then twice that, four times… (5 s, 10 s, 20 s by default), capped at one hour.

@@ -23,6 +23,57 @@ async fn a_refused_delivery_is_retried_until_it_goes_through(backend: Backend) {
     );
 }
 
+async fn every_email_has_a_message_id_and_a_date_and_a_retry_keeps_its_id(backend: Backend) {
+    let app = spawn_app_with(backend, &[("MAIL_RETRY_BASE_SECS", "1")]).await;
+    app.create_account("ida@example.com", GOOD_PASSWORD).await;
+    app.create_account("jon@example.com", GOOD_PASSWORD).await;
+    app.mail.refuse_next(1);
+    app.forgot("ida@example.com").await;
+    let first = app.mail.wait_for(1).await.remove(0);
+    let refused = app.mail.refused_emails().await;
+    assert_eq!(refused.len(), 1, "the first attempt was refused");
+    let id = &first.message_id;
+    assert!(
+        id.starts_with('<') && id.ends_with('>') && id.contains('@') && id.len() > 20,
+        "{id:?}"
+    );
+    assert_eq!(&refused[0].message_id, id, "a retry reuses the Message-ID");
+    assert!(
+        chrono::DateTime::parse_from_rfc2822(&first.date).is_ok(),
+        "{:?}",
+        first.date
+    );
+    app.forgot("jon@example.com").await;
+    let second = app.mail.wait_for(2).await.remove(1);
+    assert_ne!(&second.message_id, id, "every email has its own");
+    assert!(!second.message_id.contains("jon"), "{}", second.message_id);
+}
+
+async fn a_recipient_refused_for_good_is_failed_after_at_most_one_more_attempt(backend: Backend) {
+    let app = spawn_app_with(backend, &[("MAIL_RETRY_BASE_SECS", "1")]).await;
+    app.create_account("gone@example.com", GOOD_PASSWORD).await;
+    app.mail.reject_recipient("gone@example.com");
+    app.forgot("gone@example.com").await;
+    let row = app.outbox_row("reset", "failed").await;
+    assert!(row.attempts <= 2, "{} attempts", row.attempts);
+    let error = row.last_error.expect("the refusal is recorded");
+    assert!(
+        error.contains("550") && error.contains("permanent"),
+        "{error}"
+    );
+    assert!(!error.contains("gone@example.com"), "{error}");
+    // Nothing more is tried.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(app.mail.recipients_named(), row.attempts as usize);
+    // Other mail still goes out.
+    app.create_account("here@example.com", GOOD_PASSWORD).await;
+    app.forgot("here@example.com").await;
+    assert_eq!(
+        app.mail.wait_for(1).await[0].envelope_to,
+        vec!["here@example.com"]
+    );
+}
+
 async fn the_request_never_waits_for_smtp(backend: Backend) {
     let app = spawn_app(backend).await;
     app.create_account("mo@example.com", GOOD_PASSWORD).await;
@@ -115,6 +166,8 @@ async fn a_flood_of_requests_does_not_hold_up_a_real_reset_email(backend: Backen
 }
 
 both_backends!(
+    every_email_has_a_message_id_and_a_date_and_a_retry_keeps_its_id,
+    a_recipient_refused_for_good_is_failed_after_at_most_one_more_attempt,
     a_flood_of_requests_does_not_hold_up_a_real_reset_email,
     an_email_whose_link_expired_before_delivery_is_never_sent,
     a_refused_delivery_is_retried_until_it_goes_through,

@@ -29,6 +29,8 @@ pub struct Email {
     pub content_type: String,
     pub text: String,
     pub html: String,
+    pub message_id: String,
+    pub date: String,
 }
 
 impl Email {
@@ -68,6 +70,8 @@ impl Email {
             content_type: parsed.ctype.mimetype.clone(),
             text,
             html,
+            message_id: header("Message-ID"),
+            date: header("Date"),
         }
     }
 
@@ -88,6 +92,12 @@ pub struct MailSink {
     arrived: Arc<Notify>,
     /// How many upcoming messages to refuse with a temporary failure (451).
     refuse: Arc<std::sync::atomic::AtomicUsize>,
+    /// Messages refused that way, as they came in.
+    refused: Arc<Mutex<Vec<ReceivedMail>>>,
+    /// Recipients refused for good (550 at `RCPT TO`), as for a mailbox that does not exist.
+    unknown: Arc<std::sync::Mutex<Vec<String>>>,
+    /// `RCPT TO` commands answered so far (the sender's attempts).
+    rcpt_count: Arc<std::sync::atomic::AtomicUsize>,
     /// While set, a received message is kept but not acknowledged (a slow server).
     held: Arc<std::sync::atomic::AtomicBool>,
     released: Arc<Notify>,
@@ -105,6 +115,9 @@ impl MailSink {
             received: Arc::default(),
             arrived: Arc::new(Notify::new()),
             refuse: Arc::default(),
+            refused: Arc::default(),
+            unknown: Arc::default(),
+            rcpt_count: Arc::default(),
             held: Arc::default(),
             released: Arc::new(Notify::new()),
         };
@@ -143,7 +156,15 @@ impl MailSink {
                 to.clear();
                 write.write_all(b"250 OK\r\n").await?;
             } else if upper.starts_with("RCPT TO:") {
-                to.push(command[8..].trim().trim_matches(['<', '>']).to_owned());
+                self.rcpt_count
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let rcpt = command[8..].trim().trim_matches(['<', '>']).to_owned();
+                if self.unknown.lock().unwrap().contains(&rcpt) {
+                    let reply = format!("550 5.1.1 <{rcpt}>: mailbox unavailable\r\n");
+                    write.write_all(reply.as_bytes()).await?;
+                    continue;
+                }
+                to.push(rcpt);
                 write.write_all(b"250 OK\r\n").await?;
             } else if upper == "DATA" {
                 write.write_all(b"354 go ahead\r\n").await?;
@@ -173,6 +194,11 @@ impl MailSink {
                 if refuse {
                     // Real servers quote the recipient, which must not reach logs.
                     let reply = format!("451 4.3.0 <{}>: try again later\r\n", to.join(","));
+                    self.refused.lock().await.push(ReceivedMail {
+                        envelope_from: from.clone(),
+                        envelope_to: std::mem::take(&mut to),
+                        raw,
+                    });
                     write.write_all(reply.as_bytes()).await?;
                     continue;
                 }
@@ -204,6 +230,21 @@ impl MailSink {
     /// Refuses the next `n` messages with a temporary failure, as a greylisting server does.
     pub fn refuse_next(&self, n: usize) {
         self.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every message refused by [`MailSink::refuse_next`], parsed.
+    pub async fn refused_emails(&self) -> Vec<Email> {
+        self.refused.lock().await.iter().map(Email::parse).collect()
+    }
+
+    /// Refuses `address` for good from now on: `550` at `RCPT TO`.
+    pub fn reject_recipient(&self, address: &str) {
+        self.unknown.lock().unwrap().push(address.to_owned());
+    }
+
+    /// How many recipients the sender has named so far (one per delivery attempt).
+    pub fn recipients_named(&self) -> usize {
+        self.rcpt_count.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Keeps received messages unacknowledged until [`MailSink::release`]: the sender sees
