@@ -165,6 +165,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// The first retry delay of a failed email; it doubles with each attempt.
     pub mail_retry_base: Duration,
+    /// SMTP connections the mail worker keeps open and sends over in parallel.
+    pub smtp_connections: usize,
     pub rate_limits: RateLimits,
 }
 
@@ -218,13 +220,12 @@ impl Settings {
 
         let mail = match var("SMTP_URL") {
             Some(url) => {
-                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.trim())
-                    .map_err(|e| {
-                        bad(
-                            "SMTP_URL",
-                            format!("not a valid SMTP URL ({e}); use smtp://user:pass@host:port"),
-                        )
-                    })?;
+                crate::mail::smtp::SmtpServer::from_url(url.trim()).map_err(|e| {
+                    bad(
+                        "SMTP_URL",
+                        format!("not a valid SMTP URL ({e}); use smtp://user:pass@host:port"),
+                    )
+                })?;
                 MailTransportConfig::Smtp(Secret::new(url.trim().to_owned()))
             }
             None => MailTransportConfig::DevMailbox,
@@ -349,6 +350,7 @@ impl Settings {
         let session_ttl = Duration::from_secs(
             positive(&var, "SESSION_TTL_SECS", 14 * 24 * 3600)?.min(CENTURY_SECS),
         );
+        let smtp_connections = positive(&var, "SMTP_CONNECTIONS", 4)?.min(64) as usize;
         let mail_retry_base =
             Duration::from_secs(positive(&var, "MAIL_RETRY_BASE_SECS", 5)?.min(3600));
         let rate_limits = RateLimits {
@@ -378,6 +380,7 @@ impl Settings {
             db_pool_size,
             session_ttl,
             mail_retry_base,
+            smtp_connections,
             rate_limits,
         })
     }

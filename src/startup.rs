@@ -69,9 +69,12 @@ pub async fn build_parts(settings: Settings) -> anyhow::Result<Parts> {
         .await?
         .map_err(|e| anyhow::anyhow!("ARGON2_*: {e}"))?;
     let (transport, dev_mailbox) = match &settings.mail {
-        MailTransportConfig::Smtp(url) => {
-            (Transport::smtp(url.expose()).context("SMTP_URL")?, None)
-        }
+        MailTransportConfig::Smtp(url) => (
+            Transport::smtp(url.expose(), settings.smtp_connections)
+                .map_err(anyhow::Error::msg)
+                .context("SMTP_URL")?,
+            None,
+        ),
         MailTransportConfig::DevMailbox => {
             let mailbox = DevMailbox::default();
             (Transport::Dev(mailbox.clone()), Some(mailbox))
@@ -83,6 +86,7 @@ pub async fn build_parts(settings: Settings) -> anyhow::Result<Parts> {
         hasher,
         settings,
         mail_wake: Arc::new(Notify::new()),
+        requests_wake: Arc::new(Notify::new()),
     };
     Ok(Parts {
         services,

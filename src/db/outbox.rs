@@ -98,7 +98,9 @@ pub fn claim_due(
                 .is_null()
                 .or(outbox::locked_until.lt(now)),
         )
-        .order(outbox::id.asc())
+        // First attempts before retries: a message the server refused once must not keep
+        // a fresh one waiting.
+        .order((outbox::attempts.asc(), outbox::id.asc()))
         .limit(limit)
         .select(outbox::id);
     let ids: Vec<i64> = match conn {
@@ -134,8 +136,18 @@ pub fn claim_due(
     }
     Ok(outbox::table
         .filter(outbox::id.eq_any(&ids))
-        .order(outbox::id.asc())
+        .order((outbox::attempts.asc(), outbox::id.asc()))
         .select(OutboxRow::as_select())
+        .load(conn)?)
+}
+
+/// Which of these messages are still waiting to be sent (not dropped meanwhile): one
+/// query for a whole claimed batch.
+pub fn still_queued(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    Ok(outbox::table
+        .filter(outbox::id.eq_any(ids))
+        .filter(outbox::status.eq(status::QUEUED))
+        .select(outbox::id)
         .load(conn)?)
 }
 
@@ -149,10 +161,14 @@ pub fn is_queued(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
     Ok(found.as_deref() == Some(status::QUEUED))
 }
 
-/// Records a delivery and scrubs the body: a sent message's link must not outlive it.
-pub fn mark_sent(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
+/// Records deliveries and scrubs their bodies (a sent message's link must not outlive
+/// it), in one statement for a whole batch.
+pub fn mark_sent(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     let now = super::now();
-    diesel::update(outbox::table.find(id))
+    diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
         .set((
             outbox::status.eq(status::SENT),
             outbox::sent_at.eq(Some(now)),

@@ -2,6 +2,7 @@
 //! (SMTP, or the in-memory dev mailbox), and the outbox worker.
 
 pub mod message;
+pub mod smtp;
 pub mod transport;
 pub mod worker;
 

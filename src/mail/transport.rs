@@ -5,12 +5,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
-    message::{Mailbox, MultiPart},
+use lettre::message::{Mailbox, MultiPart};
+
+use super::{
+    EmailMessage,
+    smtp::{SmtpPool, SmtpServer},
 };
 
-use super::EmailMessage;
+pub use super::smtp::SendError;
 
 /// How many messages the dev mailbox keeps.
 const DEV_MAILBOX_CAPACITY: usize = 100;
@@ -44,37 +46,28 @@ impl DevMailbox {
     }
 }
 
-/// Why a delivery failed, for the outbox's `last_error` (never the body, no addresses).
-#[derive(Debug, Clone)]
-pub struct SendError {
-    /// The server refused for good (a 5xx reply): retrying will not help.
-    pub permanent: bool,
-    pub text: String,
-}
-
-impl SendError {
-    fn local(text: String) -> Self {
-        Self {
-            permanent: false,
-            text,
-        }
-    }
-}
-
 /// Where mail goes.
 #[derive(Clone)]
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpPool),
     Dev(DevMailbox),
 }
 
 impl Transport {
-    /// An SMTP transport from a lettre URL (`smtp://`, `?tls=required`, `smtps://`).
-    pub fn smtp(url: &str) -> Result<Self, lettre::transport::smtp::Error> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
-            .timeout(Some(std::time::Duration::from_secs(15)))
-            .build();
-        Ok(Self::Smtp(transport))
+    /// An SMTP transport from a lettre-style URL (`smtp://`, `?tls=required`, `smtps://`)
+    /// keeping up to `connections` connections open.
+    pub fn smtp(url: &str, connections: usize) -> Result<Self, String> {
+        Ok(Self::Smtp(SmtpPool::new(
+            SmtpServer::from_url(url)?,
+            connections,
+        )))
+    }
+
+    /// Closes idle SMTP connections politely (at shutdown).
+    pub async fn shutdown(&self) {
+        if let Self::Smtp(pool) = self {
+            pool.shutdown().await;
+        }
     }
 
     /// Delivers one message under `message_id` (`<…@…>`, the same for every attempt, so
@@ -95,7 +88,7 @@ impl Transport {
                 });
                 Ok(())
             }
-            Self::Smtp(transport) => {
+            Self::Smtp(pool) => {
                 let to: Mailbox = to
                     .parse()
                     .map_err(|e| SendError::local(format!("bad recipient: {e}")))?;
@@ -110,50 +103,8 @@ impl Transport {
                         message.html.clone(),
                     ))
                     .map_err(|e| SendError::local(format!("could not build message: {e}")))?;
-                transport
-                    .send(email)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| SendError {
-                        permanent: e.is_permanent(),
-                        text: describe(&e),
-                    })
+                pool.send(email.envelope(), &email.formatted()).await
             }
         }
-    }
-}
-
-/// An SMTP failure in words fit for logs and the outbox: the reply code and the server's
-/// text with every address blanked out (a rejection usually quotes the recipient).
-fn describe(e: &lettre::transport::smtp::Error) -> String {
-    let kind = if e.is_transient() {
-        "temporary failure"
-    } else if e.is_permanent() {
-        "permanent failure"
-    } else if e.is_timeout() {
-        "timeout"
-    } else {
-        "error"
-    };
-    let code = e.status().map(|c| format!(" {c}")).unwrap_or_default();
-    format!("SMTP {kind}{code}: {}", redact_addresses(&e.to_string()))
-}
-
-/// Replaces every word holding an `@` with `[address]`.
-pub fn redact_addresses(text: &str) -> String {
-    text.split(' ')
-        .map(|w| if w.contains('@') { "[address]" } else { w })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_never_reach_an_error_message() {
-        let t = redact_addresses("550 5.1.1 <bob@example.com>: Recipient address rejected");
-        assert_eq!(t, "550 5.1.1 [address] Recipient address rejected");
     }
 }

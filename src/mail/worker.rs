@@ -1,18 +1,24 @@
-//! The outbox worker: turns queued reset requests into emails, then delivers queued
-//! mail with retries and exponential backoff.
+//! The outbox worker: turns queued reset requests into emails, and delivers queued mail
+//! with retries and exponential backoff.
 //!
-//! HTTP handlers never wait for SMTP: they write rows and wake this worker. A lease
+//! Two loops run side by side and never wait for each other: one turns requests into
+//! emails, the other delivers, over `SMTP_CONNECTIONS` connections at once, first attempts
+//! before retries. A flood of requests therefore never holds up mail already queued, and
+//! a slow SMTP server never holds up the turning of requests into emails.
+//!
+//! HTTP handlers never wait for SMTP: they write rows and wake the loop concerned. A lease
 //! (`locked_until`) and `FOR UPDATE SKIP LOCKED` on Postgres keep workers on several
 //! instances from sending one row twice; a crashed worker's lease simply runs out.
 
 use std::time::Duration;
 
+use futures_util::{StreamExt, stream};
 use lettre::message::Mailbox;
 
 use crate::{
     db::{self, outbox},
     services::{
-        Services,
+        ServiceError, Services,
         audit::{self, Event, EventKind},
         recovery::REQUEST_BATCH,
     },
@@ -21,23 +27,20 @@ use crate::{
 use super::{EmailMessage, Transport, transport::SendError};
 
 /// How long a claimed batch is reserved for this worker. It must outlast the slowest
-/// delivery of a whole batch (BATCH × a few SMTP commands × the 15 s command timeout),
-/// or another instance could claim and send a row again; a crashed worker's rows are
-/// retried by others once it runs out.
+/// delivery of a whole batch (a few SMTP commands × the 15 s command timeout), or another
+/// instance could claim and send a row again; a crashed worker's rows are retried by
+/// others once it runs out.
 const LEASE: Duration = Duration::from_secs(15 * 60);
 /// Attempts before a message is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
 /// A permanent refusal (5xx) is given up at this attempt: tried once more after the first
 /// (a server may misspeak once), never eight times.
 const PERMANENT_ATTEMPTS: i64 = 2;
-/// Messages claimed at once.
-const BATCH: i64 = 5;
-/// How often the worker looks for work when nobody wakes it (other instances' rows,
+/// Messages claimed at once, per SMTP connection.
+const CLAIM_PER_CONNECTION: usize = 16;
+/// How often the loops look for work when nobody wakes them (other instances' rows,
 /// retries that came due).
 const POLL: Duration = Duration::from_secs(1);
-/// Batches of reset requests handled before the queued mail is delivered: a flood of
-/// requests is worked through quickly, yet never keeps mail waiting long.
-const BATCHES_PER_PASS: usize = 20;
 /// How often expired mail is marked and dead sessions and tokens are dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
 
@@ -46,6 +49,14 @@ pub struct Worker {
     services: Services,
     transport: Transport,
     from: Mailbox,
+}
+
+/// What became of one message of a batch.
+enum Outcome {
+    Sent,
+    /// Dropped while it waited (its link died): not sent, nothing to record.
+    Dropped,
+    Failed(SendError),
 }
 
 impl Worker {
@@ -68,27 +79,77 @@ impl Worker {
         &self.services
     }
 
-    /// Runs until the process ends.
+    /// Runs until the process ends: both loops, in this one task (each waits on the
+    /// database off the async workers, so they proceed side by side).
     pub async fn run(self) {
+        tokio::join!(self.request_loop(), self.delivery_loop());
+    }
+
+    /// Requests → emails, batch after batch while there are any; housekeeping now and then.
+    async fn request_loop(&self) {
         let mut last_housekeeping = std::time::Instant::now();
         loop {
-            if let Err(e) = self.pass().await {
-                tracing::error!(error = %e, "outbox worker pass failed");
+            loop {
+                let services = self.services.clone();
+                let handled = db::run(&self.services.pool, move |c| {
+                    services
+                        .process_reset_requests(c)
+                        .map_err(|e| db::DbError::Other(e.to_string()))
+                })
+                .await;
+                match handled {
+                    Ok(0) => break,
+                    Ok(handled) => {
+                        self.services.mail_wake.notify_one();
+                        if (handled as i64) < REQUEST_BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading reset requests failed");
+                        break;
+                    }
+                }
             }
             // Writes that need not happen every second: an idle instance should not take
             // the database's write lock once a second.
             if last_housekeeping.elapsed() > HOUSEKEEPING {
                 last_housekeeping = std::time::Instant::now();
-                let result = db::run(&self.services.pool, |c| {
-                    outbox::expire_stale(c)?;
-                    db::sessions::purge_expired(c)?;
-                    db::rate_limits::purge_expired(c)?;
-                    db::reset_tokens::purge_dead(c)?;
-                    db::optimize(c)
-                })
-                .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "housekeeping failed");
+                self.housekeeping().await;
+            }
+            tokio::select! {
+                _ = self.services.requests_wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn housekeeping(&self) {
+        let result = db::run(&self.services.pool, |c| {
+            outbox::expire_stale(c)?;
+            db::sessions::purge_expired(c)?;
+            db::rate_limits::purge_expired(c)?;
+            db::reset_tokens::purge_dead(c)?;
+            db::optimize(c)
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "housekeeping failed");
+        }
+    }
+
+    /// Delivery: claims batches while there are any, sends each over the connections at
+    /// once, then sleeps until woken.
+    async fn delivery_loop(&self) {
+        loop {
+            loop {
+                match self.deliver_batch().await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox delivery failed");
+                        break;
+                    }
                 }
             }
             tokio::select! {
@@ -98,113 +159,130 @@ impl Worker {
         }
     }
 
-    /// One pass: requests → emails (batch after batch, for a while), then delivery.
-    pub async fn pass(&self) -> Result<(), crate::services::ServiceError> {
-        for _ in 0..BATCHES_PER_PASS {
-            let services = self.services.clone();
-            let handled = db::run(&self.services.pool, move |c| {
-                services
-                    .process_reset_requests(c)
-                    .map_err(|e| db::DbError::Other(e.to_string()))
-            })
-            .await;
-            match handled {
-                Ok(handled) if (handled as i64) < REQUEST_BATCH => break,
-                Ok(_) => {}
-                // Mail already queued goes out even when the requests could not be read.
-                Err(e) => {
-                    tracing::error!(error = %e, "reading reset requests failed");
-                    break;
+    /// Claims and delivers one batch; how many messages it claimed.
+    pub async fn deliver_batch(&self) -> Result<usize, ServiceError> {
+        let connections = self.services.settings.smtp_connections;
+        let limit = (connections * CLAIM_PER_CONNECTION) as i64;
+        let rows = db::run(&self.services.pool, move |c| {
+            outbox::claim_due(c, limit, LEASE)
+        })
+        .await?;
+        let claimed = rows.len();
+        if claimed == 0 {
+            return Ok(0);
+        }
+        // The first message on each connection goes out as soon as it is claimed: the
+        // claim itself saw it queued. Those after it wait for a connection, and are checked
+        // again when their turn comes (their link may have died meanwhile).
+        let outcomes: Vec<(outbox::OutboxRow, Outcome)> =
+            stream::iter(rows.into_iter().enumerate())
+                .map(|(n, row)| async move {
+                    let outcome = self.deliver(&row, n >= connections).await;
+                    (row, outcome)
+                })
+                .buffer_unordered(connections)
+                .collect()
+                .await;
+        self.record(outcomes).await?;
+        Ok(claimed)
+    }
+
+    /// Sends one message, unless it was dropped after it was claimed.
+    async fn deliver(&self, row: &outbox::OutboxRow, recheck: bool) -> Outcome {
+        // A reset email claimed with others may have died while they were sent (its link
+        // revoked by a password change, a reset or a disabled account): never mail it then.
+        if recheck && row.kind == "reset" {
+            let id = row.id;
+            match db::run(&self.services.pool, move |c| outbox::still_queued(c, &[id])).await {
+                Ok(queued) if queued.is_empty() => {
+                    tracing::info!(outbox_id = id, "reset email dropped before sending");
+                    return Outcome::Dropped;
                 }
+                Ok(_) => {}
+                Err(e) => return Outcome::Failed(SendError::local(e.to_string())),
             }
         }
-        loop {
-            let rows = db::run(&self.services.pool, |c| outbox::claim_due(c, BATCH, LEASE)).await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            for row in rows {
-                self.deliver(row).await?;
-            }
+        let Some(message) = EmailMessage::open(&self.services.keys, &row.payload) else {
+            // Sealed under a key this instance does not hold: during a rolling key
+            // rotation another instance may, so it is retried (and given up like any
+            // failure).
+            return Outcome::Failed(SendError::local(
+                "the message cannot be decrypted with this instance's SECRET_KEY or \
+                 SECRET_KEY_PREVIOUS",
+            ));
+        };
+        let id = message_id(row, &self.from);
+        match self
+            .transport
+            .send(&self.from, &row.recipient, &message, &id)
+            .await
+        {
+            Ok(()) => Outcome::Sent,
+            Err(e) => Outcome::Failed(e),
         }
     }
 
-    async fn deliver(&self, row: outbox::OutboxRow) -> Result<(), crate::services::ServiceError> {
-        // A reset email claimed with others may have died while they were sent (its link
-        // revoked by a password change, a reset or a disabled account): never mail it then.
-        if row.kind == "reset" {
-            let id = row.id;
-            if !db::run(&self.services.pool, move |c| outbox::is_queued(c, id)).await? {
-                tracing::info!(outbox_id = id, "reset email dropped before sending");
-                return Ok(());
-            }
-        }
-        let message = EmailMessage::open(&self.services.keys, &row.payload);
-        let result = match &message {
-            Some(message) => {
-                let id = message_id(&row, &self.from);
-                self.transport
-                    .send(&self.from, &row.recipient, message, &id)
-                    .await
-            }
-            // Sealed under a key this instance does not hold: during a rolling key rotation
-            // another instance may, so it is retried (and given up like any failure).
-            None => Err(SendError {
-                permanent: false,
-                text: "the message cannot be decrypted with this instance's SECRET_KEY or \
-                       SECRET_KEY_PREVIOUS"
-                    .to_owned(),
-            }),
-        };
-        let id = row.id;
-        let about = |kind: EventKind| match row.user_id {
+    /// Records a batch's outcomes in one transaction: the sent ones in one statement and
+    /// their events in another, each failure with its retry time.
+    async fn record(
+        &self,
+        outcomes: Vec<(outbox::OutboxRow, Outcome)>,
+    ) -> Result<(), ServiceError> {
+        let base = self.services.settings.mail_retry_base;
+        let about = |row: &outbox::OutboxRow, kind: EventKind| match row.user_id {
             Some(user_id) => Event::new(kind).user(user_id, &row.recipient),
             None => Event::new(kind),
         };
-        let what = format!("{} email", row.kind.replace('_', " "));
-        match result {
-            Ok(()) => {
-                tracing::info!(outbox_id = id, kind = %row.kind, "email sent");
-                let sent = about(EventKind::MailSent).detail(what);
-                db::run(&self.services.pool, move |c| {
-                    db::write_transaction(c, |c| {
-                        outbox::mark_sent(c, id)?;
-                        audit::record(c, &sent)
-                    })
-                })
-                .await?;
-            }
-            Err(SendError {
-                permanent,
-                text: error,
-            }) => {
-                let attempts = row.attempts + 1;
-                let last = if permanent {
-                    PERMANENT_ATTEMPTS
-                } else {
-                    MAX_ATTEMPTS
-                };
-                let retry_at = (attempts < last).then(|| {
-                    db::now_plus(backoff(attempts, self.services.settings.mail_retry_base))
-                });
-                tracing::warn!(outbox_id = id, attempts, error = %error, "email delivery failed");
-                // The error is already redacted (no addresses); it says what the server said.
-                let outcome = if retry_at.is_some() {
-                    "will retry"
-                } else {
-                    "gave up"
-                };
-                let failed = about(EventKind::MailFailed)
-                    .detail(format!("{what}, attempt {attempts}, {outcome}: {error}"));
-                db::run(&self.services.pool, move |c| {
-                    db::write_transaction(c, |c| {
-                        outbox::mark_attempt_failed(c, id, &error, retry_at)?;
-                        audit::record(c, &failed)
-                    })
-                })
-                .await?;
+        let what = |row: &outbox::OutboxRow| format!("{} email", row.kind.replace('_', " "));
+        let mut sent = Vec::new();
+        let mut events = Vec::new();
+        let mut failed = Vec::new();
+        for (row, outcome) in outcomes {
+            match outcome {
+                Outcome::Dropped => {}
+                Outcome::Sent => {
+                    tracing::info!(outbox_id = row.id, kind = %row.kind, "email sent");
+                    sent.push(row.id);
+                    events.push(about(&row, EventKind::MailSent).detail(what(&row)));
+                }
+                Outcome::Failed(SendError {
+                    permanent,
+                    text: error,
+                    ..
+                }) => {
+                    let attempts = row.attempts + 1;
+                    let last = if permanent {
+                        PERMANENT_ATTEMPTS
+                    } else {
+                        MAX_ATTEMPTS
+                    };
+                    let retry_at = (attempts < last).then(|| db::now_plus(backoff(attempts, base)));
+                    tracing::warn!(outbox_id = row.id, attempts, error = %error, "email delivery failed");
+                    // The error is already redacted (no addresses); it says what the server
+                    // said.
+                    let outcome = if retry_at.is_some() {
+                        "will retry"
+                    } else {
+                        "gave up"
+                    };
+                    events.push(about(&row, EventKind::MailFailed).detail(format!(
+                        "{}, attempt {attempts}, {outcome}: {error}",
+                        what(&row)
+                    )));
+                    failed.push((row.id, error, retry_at));
+                }
             }
         }
+        db::run(&self.services.pool, move |c| {
+            db::write_transaction(c, |c| {
+                outbox::mark_sent(c, &sent)?;
+                for (id, error, retry_at) in &failed {
+                    outbox::mark_attempt_failed(c, *id, error, *retry_at)?;
+                }
+                audit::record_all(c, &events)
+            })
+        })
+        .await?;
         Ok(())
     }
 }

@@ -294,7 +294,7 @@ impl Services {
         })
         .await?;
         if outcome == AdminOutcome::Done {
-            self.mail_wake.notify_one();
+            self.requests_wake.notify_one();
         }
         Ok(outcome)
     }

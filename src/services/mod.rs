@@ -66,8 +66,10 @@ pub struct Services {
     pub keys: Keys,
     pub hasher: Hasher,
     pub settings: Arc<Settings>,
-    /// Wakes the outbox worker when there is something to send.
+    /// Wakes the worker's delivery loop when there is mail to send.
     pub mail_wake: Arc<Notify>,
+    /// Wakes the worker's request loop when there are reset requests to handle.
+    pub requests_wake: Arc<Notify>,
 }
 
 impl Services {

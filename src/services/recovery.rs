@@ -111,7 +111,7 @@ impl Services {
         if verdict != Verdict::Allowed {
             return Err(self.refusal(LimitGroup::Forgot, client, verdict).await);
         }
-        self.mail_wake.notify_one();
+        self.requests_wake.notify_one();
         Ok(())
     }
 

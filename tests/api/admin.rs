@@ -1717,7 +1717,8 @@ async fn two_admins_disabling_each_other_at_once_leave_one_admin(backend: Backen
 }
 
 async fn a_reset_email_dropped_while_the_worker_sends_others_is_never_sent(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // One connection: the claimed emails go out one after the other.
+    let app = spawn_app_with(backend, &[("SMTP_CONNECTIONS", "1")]).await;
     let admin = sign_in_admin(&app).await;
     app.create_account("ann@example.com", GOOD_PASSWORD).await;
     app.create_account("bob@example.com", GOOD_PASSWORD).await;

@@ -165,7 +165,65 @@ async fn a_flood_of_requests_does_not_hold_up_a_real_reset_email(backend: Backen
     );
 }
 
+/// Turning requests into emails never waits for delivery: with the SMTP server stuck on
+/// one message, a new request still becomes a queued email (and goes out when the server
+/// comes back).
+async fn requests_become_emails_while_delivery_is_stuck(backend: Backend) {
+    let app = spawn_app_with(backend, &[("SMTP_CONNECTIONS", "1")]).await;
+    app.create_account("pia@example.com", GOOD_PASSWORD).await;
+    app.create_account("quin@example.com", GOOD_PASSWORD).await;
+    app.mail.hold();
+    app.forgot("pia@example.com").await;
+    app.mail.wait_for(1).await;
+    app.forgot("quin@example.com").await;
+    let mut queued = false;
+    for _ in 0..60 {
+        let rows = app.db(|c| latchkey::db::outbox::recent(c, 10)).await;
+        if rows
+            .iter()
+            .any(|r| r.recipient == "quin@example.com" && r.status == "queued")
+        {
+            queued = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(queued, "the request waited for the stuck delivery");
+    app.mail.release();
+    let emails = app.mail.wait_for(2).await;
+    assert_eq!(emails[1].envelope_to, vec!["quin@example.com"]);
+}
+
+/// Several connections at once: a server stuck on one message does not hold up the next.
+async fn a_message_stuck_on_one_connection_does_not_hold_up_the_others(backend: Backend) {
+    let app = spawn_app_with(backend, &[("SMTP_CONNECTIONS", "4")]).await;
+    for name in ["ray", "sol"] {
+        app.create_account(&format!("{name}@example.com"), GOOD_PASSWORD)
+            .await;
+    }
+    app.mail.hold();
+    // Both requests in one batch, so both emails are claimed together.
+    app.db(|c| {
+        latchkey::db::write_transaction(c, |c| {
+            for email in ["ray@example.com", "sol@example.com"] {
+                latchkey::db::reset_requests::insert(c, email, "192.0.2.7", "test", None)?;
+            }
+            Ok(())
+        })
+    })
+    .await;
+    // Held messages are still received: both arrive while the first is unacknowledged.
+    let emails = app.mail.wait_for(2).await;
+    let mut to: Vec<_> = emails.iter().map(|e| e.envelope_to[0].clone()).collect();
+    to.sort();
+    assert_eq!(to, vec!["ray@example.com", "sol@example.com"]);
+    app.mail.release();
+    app.outbox_row("reset", "sent").await;
+}
+
 both_backends!(
+    requests_become_emails_while_delivery_is_stuck,
+    a_message_stuck_on_one_connection_does_not_hold_up_the_others,
     every_email_has_a_message_id_and_a_date_and_a_retry_keeps_its_id,
     a_recipient_refused_for_good_is_failed_after_at_most_one_more_attempt,
     a_flood_of_requests_does_not_hold_up_a_real_reset_email,

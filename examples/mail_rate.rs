@@ -1,0 +1,233 @@
+//! Mail delivery rate against the SMTP server's own (SPEC §12: at least half of it).
+//!
+//! An SMTP server on loopback (in this process, counting what it accepts) is first timed
+//! taking `--n` messages from one sequential client over one connection: the rate the
+//! server itself takes. Then `--n` reset emails are queued in a fresh PostgreSQL database
+//! (sealed under the server's key, as the app queues them) and the release binary is
+//! started on it with `SMTP_CONNECTIONS` connections; its delivery rate is measured from
+//! the first message the server accepts to the last. Both in the same run, so the ratio
+//! holds on a shared, noisy machine. Exit code 0 when the ratio is at least `--min-ratio`
+//! (default 0.5).
+//!
+//! Run it with `scripts/bench-mail`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use latchkey::{
+    config::DatabaseUrl,
+    crypto::Keys,
+    db,
+    mail::message::{RequestOrigin, reset_email},
+};
+use lettre::transport::smtp::{client::AsyncSmtpConnection, extension::ClientId};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use support::{Rng, Server, TempDatabase, free_port, http_client, wait_ready};
+
+const SECRET: &str = "mail-rate-benchmark-secret-key-that-is-long-enough-0123456789abcdef";
+
+/// The SMTP server: accepts everything, remembers when each message was accepted.
+#[derive(Clone, Default)]
+struct Sink {
+    accepted: Arc<Mutex<Vec<Instant>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    async fn start(self) -> anyhow::Result<u16> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let sink = self.clone();
+                tokio::spawn(async move {
+                    let _ = sink.serve(socket).await;
+                });
+            }
+        });
+        Ok(port)
+    }
+
+    async fn serve(&self, socket: tokio::net::TcpStream) -> std::io::Result<()> {
+        socket.set_nodelay(true)?;
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read);
+        write.write_all(b"220 sink ESMTP\r\n").await?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let upper = line.trim_end().to_ascii_uppercase();
+            if upper.starts_with("EHLO") {
+                write.write_all(b"250-sink\r\n250 8BITMIME\r\n").await?;
+            } else if upper == "DATA" {
+                write.write_all(b"354 go ahead\r\n").await?;
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" {
+                        break;
+                    }
+                }
+                self.accepted.lock().unwrap().push(Instant::now());
+                self.count.fetch_add(1, Ordering::SeqCst);
+                write.write_all(b"250 queued\r\n").await?;
+            } else if upper == "QUIT" {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            } else {
+                write.write_all(b"250 OK\r\n").await?;
+            }
+        }
+    }
+
+    /// Messages per second between the `from`-th accepted message and the last.
+    fn rate_since(&self, from: usize) -> f64 {
+        let accepted = self.accepted.lock().unwrap();
+        let (first, last) = (accepted[from], accepted[accepted.len() - 1]);
+        (accepted.len() - from - 1) as f64 / (last - first).as_secs_f64()
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("mail_rate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<bool> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = arg(&args, "--n", 2000);
+    let connections: usize = arg(&args, "--connections", 4);
+    let min_ratio: f64 = arg(&args, "--min-ratio", 0.5);
+    let server_path: PathBuf = arg(&args, "--server", PathBuf::from("target/release/latchkey"))
+        .canonicalize()
+        .context("the server binary (--server)")?;
+    let admin_url = arg(
+        &args,
+        "--database-url",
+        std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+    );
+    let keys = Keys::derive(SECRET, None);
+    let message = reset_email(
+        "https://latchkey.example/reset?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        Duration::from_secs(3600),
+        &RequestOrigin::new("192.0.2.1", "Mozilla/5.0 Firefox/140.0"),
+        "https://latchkey.example/forgot",
+    )?;
+
+    // 1. The server's own rate: one sequential client, one connection.
+    let sink = Sink::default();
+    let port = sink.clone().start().await?;
+    let email = lettre::Message::builder()
+        .from("Latchkey <no-reply@latchkey.example>".parse()?)
+        .to("someone@example.com".parse()?)
+        .subject(&message.subject)
+        .multipart(lettre::message::MultiPart::alternative_plain_html(
+            message.text.clone(),
+            message.html.clone(),
+        ))?;
+    let raw = email.formatted();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let mut conn =
+        AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &ClientId::default()).await?;
+    for _ in 0..n {
+        conn.send(email.envelope(), &raw).await?;
+    }
+    conn.quit().await?;
+    let server_rate = sink.rate_since(0);
+
+    // 2. The app's worker: `n` reset emails queued, then the release binary started.
+    let mut rng = Rng::seeded();
+    let database = TempDatabase::postgres(&admin_url, "latchkey_mail_rate", &mut rng)?;
+    let url = DatabaseUrl::parse(&database.url).map_err(anyhow::Error::msg)?;
+    let pool = db::build_pool(&url, 2)?;
+    db::run_migrations(&pool)?;
+    let sealed = message.seal(&keys);
+    db::run(&pool, move |c| {
+        db::write_transaction(c, |c| {
+            for i in 0..n {
+                let address = format!("user{i}@example.com");
+                let user = db::users::insert(c, &address, "$argon2id$unused", false)?;
+                let expires = db::now_plus(Duration::from_secs(3600));
+                db::outbox::insert(c, user.id, "reset", &address, &sealed, Some(expires))?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    drop(pool);
+    let before = sink.count.load(Ordering::SeqCst);
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let env = [
+        ("DATABASE_URL", database.url.clone()),
+        ("SECRET_KEY", SECRET.to_owned()),
+        ("SMTP_URL", format!("smtp://127.0.0.1:{port}")),
+        ("SMTP_CONNECTIONS", connections.to_string()),
+        (
+            "MAIL_FROM",
+            "Latchkey <no-reply@latchkey.example>".to_owned(),
+        ),
+        ("BASE_URL", format!("http://{listen}")),
+        ("LISTEN_ADDR", listen.clone()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let mut server = Server::spawn(&server_path, &env)?;
+    wait_ready(&http_client()?, &format!("http://{listen}"), &mut server).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.count.load(Ordering::SeqCst) < before + n {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} emails arrived in 120 s",
+                sink.count.load(Ordering::SeqCst) - before
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let worker_rate = sink.rate_since(before);
+    drop(server);
+    let ratio = worker_rate / server_rate;
+    let report = format!(
+        "# Mail delivery rate\n\n\
+         | | emails/s |\n|---|---:|\n\
+         | SMTP server, one sequential client, one connection | {server_rate:.0} |\n\
+         | Latchkey worker, SMTP_CONNECTIONS={connections}, PostgreSQL | {worker_rate:.0} |\n\n\
+         {n} reset emails each. Ratio: {ratio:.2} (target ≥ {min_ratio}).\n"
+    );
+    print!("{report}");
+    std::fs::write("target/mail-rate.md", &report).context("write target/mail-rate.md")?;
+    Ok(ratio >= min_ratio)
+}
