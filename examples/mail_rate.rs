@@ -1,8 +1,8 @@
 //! Mail delivery rate against the SMTP server's own (SPEC §12: at least half of it).
 //!
 //! An SMTP server on loopback (in this process, counting what it accepts) is first timed
-//! taking `--n` messages from one sequential client over one connection: the rate the
-//! server itself takes. Then `--n` reset emails are queued in a fresh PostgreSQL database
+//! taking `--n` messages from one sequential client over one connection, three times after
+//! a warm-up (the median counts): the rate the server itself takes. Then `--n` reset emails are queued in a fresh PostgreSQL database
 //! (sealed under the server's key, as the app queues them) and the release binary is
 //! started on it with `SMTP_CONNECTIONS` connections; its delivery rate is measured from
 //! the first message the server accepts to the last. Both in the same run, so the ratio
@@ -99,7 +99,7 @@ impl Sink {
         }
     }
 
-    /// Messages per second between the `from`-th accepted message and the last.
+    /// Messages per second between the `from`-th accepted message and the last one so far.
     fn rate_since(&self, from: usize) -> f64 {
         let accepted = self.accepted.lock().unwrap();
         let (first, last) = (accepted[from], accepted[accepted.len() - 1]);

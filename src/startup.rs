@@ -33,6 +33,10 @@ use crate::{
     },
 };
 
+/// How long the mail worker may take to finish its sends under way at shutdown (an SMTP
+/// command times out after 15 s).
+const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The largest request body accepted, JSON or form (SPEC §5).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -142,18 +146,26 @@ impl Application {
     }
 
     /// Serves until the server stops (Ctrl-C or SIGTERM), with the mail worker beside it.
-    /// If the mail worker ever stops (it only stops by panicking), the server stops too:
-    /// an instance that answers but sends no mail would lose every reset email silently.
+    /// Once the server has stopped (its in-flight requests answered), the worker finishes
+    /// the sends under way, hands back the mail it claimed but did not send, and stops.
+    /// If the mail worker ever stops on its own (it only does by panicking), the server
+    /// stops too: an instance that answers but sends no mail would lose every reset email
+    /// silently.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (stop, stop_signal) = tokio::sync::watch::channel(false);
         let mut worker = tokio::spawn(tracing::Instrument::instrument(
-            self.worker.run(),
+            self.worker.run(stop_signal),
             tracing::info_span!("mail_worker"),
         ));
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
             result = &mut server => {
-                worker.abort();
+                let _ = stop.send(true);
+                if tokio::time::timeout(WORKER_GRACE, &mut worker).await.is_err() {
+                    tracing::warn!("the mail worker did not stop in time; its claims expire");
+                    worker.abort();
+                }
                 result
             }
             stopped = &mut worker => {

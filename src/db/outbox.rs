@@ -141,6 +141,38 @@ pub fn claim_due(
         .load(conn)?)
 }
 
+/// Extends the lease on messages this worker is still sending.
+pub fn renew(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    lease: std::time::Duration,
+) -> Result<(), DbError> {
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .filter(outbox::status.eq(status::QUEUED)),
+    )
+    .set(outbox::locked_until.eq(Some(super::now_plus(lease))))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Hands claimed messages back unsent (at shutdown), so that any worker sends them at once
+/// instead of when the lease runs out.
+pub fn release(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    diesel::update(
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .filter(outbox::status.eq(status::QUEUED)),
+    )
+    .set(outbox::locked_until.eq(None::<NaiveDateTime>))
+    .execute(conn)?;
+    Ok(())
+}
+
 /// Which of these messages are still waiting to be sent (not dropped meanwhile): one
 /// query for a whole claimed batch.
 pub fn still_queued(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {

@@ -8,12 +8,17 @@
 //!
 //! HTTP handlers never wait for SMTP: they write rows and wake the loop concerned. A lease
 //! (`locked_until`) and `FOR UPDATE SKIP LOCKED` on Postgres keep workers on several
-//! instances from sending one row twice; a crashed worker's lease simply runs out.
+//! instances from sending one row twice. The lease is short and renewed while a batch is
+//! being sent, so a crashed worker's claims come back within [`LEASE`]; at shutdown the
+//! sends under way finish and the claims not yet sent are handed back at once. Outcomes
+//! are recorded every `SMTP_CONNECTIONS` messages, so a crash repeats at most the messages
+//! that were in flight (at-least-once, with the same `Message-ID`).
 
 use std::time::Duration;
 
-use futures_util::{StreamExt, stream};
+use futures_util::{StreamExt, future::BoxFuture, stream};
 use lettre::message::Mailbox;
+use tokio::sync::watch;
 
 use crate::{
     db::{self, outbox},
@@ -26,11 +31,11 @@ use crate::{
 
 use super::{EmailMessage, Transport, transport::SendError};
 
-/// How long a claimed batch is reserved for this worker. It must outlast the slowest
-/// delivery of a whole batch (a few SMTP commands × the 15 s command timeout), or another
-/// instance could claim and send a row again; a crashed worker's rows are retried by
-/// others once it runs out.
-const LEASE: Duration = Duration::from_secs(15 * 60);
+/// How long a claim is reserved for this worker without renewal: how long a crashed
+/// worker's claims wait before any worker sends them.
+pub const LEASE: Duration = Duration::from_secs(20);
+/// How often the lease of a batch being sent is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// Attempts before a message is marked failed.
 pub const MAX_ATTEMPTS: i64 = 8;
 /// A permanent refusal (5xx) is given up at this attempt: tried once more after the first
@@ -56,7 +61,24 @@ enum Outcome {
     Sent,
     /// Dropped while it waited (its link died): not sent, nothing to record.
     Dropped,
+    /// Not sent because the worker is stopping: handed back to the queue.
+    Released,
     Failed(SendError),
+}
+
+/// Says when the worker should stop: `true` once the server has stopped.
+pub type Stop = watch::Receiver<bool>;
+
+fn stopping(stop: &Stop) -> bool {
+    *stop.borrow()
+}
+
+/// Waits until `stop` turns true (never, if its sender is gone without saying so).
+async fn stopped(stop: &Stop) {
+    let mut stop = stop.clone();
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Worker {
@@ -79,17 +101,20 @@ impl Worker {
         &self.services
     }
 
-    /// Runs until the process ends: both loops, in this one task (each waits on the
-    /// database off the async workers, so they proceed side by side).
-    pub async fn run(self) {
-        tokio::join!(self.request_loop(), self.delivery_loop());
+    /// Runs until `stop` says so: both loops, in this one task (each waits on the database
+    /// off the async workers, so they proceed side by side). Stopping lets the sends under
+    /// way finish and hands the rest of the claimed mail back to the queue.
+    pub async fn run(self, stop: Stop) {
+        tokio::join!(self.request_loop(&stop), self.delivery_loop(&stop));
+        self.transport.shutdown().await;
+        tracing::info!("mail worker stopped");
     }
 
     /// Requests → emails, batch after batch while there are any; housekeeping now and then.
-    async fn request_loop(&self) {
+    async fn request_loop(&self, stop: &Stop) {
         let mut last_housekeeping = std::time::Instant::now();
-        loop {
-            loop {
+        while !stopping(stop) {
+            while !stopping(stop) {
                 let services = self.services.clone();
                 let handled = db::run(&self.services.pool, move |c| {
                     services
@@ -120,6 +145,7 @@ impl Worker {
             tokio::select! {
                 _ = self.services.requests_wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
+                _ = stopped(stop) => {}
             }
         }
     }
@@ -140,10 +166,10 @@ impl Worker {
 
     /// Delivery: claims batches while there are any, sends each over the connections at
     /// once, then sleeps until woken.
-    async fn delivery_loop(&self) {
-        loop {
-            loop {
-                match self.deliver_batch().await {
+    async fn delivery_loop(&self, stop: &Stop) {
+        while !stopping(stop) {
+            while !stopping(stop) {
+                match self.deliver_batch(stop).await {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => {
@@ -155,12 +181,15 @@ impl Worker {
             tokio::select! {
                 _ = self.services.mail_wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
+                _ = stopped(stop) => {}
             }
         }
     }
 
-    /// Claims and delivers one batch; how many messages it claimed.
-    pub async fn deliver_batch(&self) -> Result<usize, ServiceError> {
+    /// Claims and delivers one batch; how many messages it claimed. The batch's lease is
+    /// renewed while it is sent, and its outcomes are recorded every `SMTP_CONNECTIONS`
+    /// messages.
+    async fn deliver_batch(&self, stop: &Stop) -> Result<usize, ServiceError> {
         let connections = self.services.settings.smtp_connections;
         let limit = (connections * CLAIM_PER_CONNECTION) as i64;
         let rows = db::run(&self.services.pool, move |c| {
@@ -171,24 +200,57 @@ impl Worker {
         if claimed == 0 {
             return Ok(0);
         }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         // The first message on each connection goes out as soon as it is claimed: the
         // claim itself saw it queued. Those after it wait for a connection, and are checked
         // again when their turn comes (their link may have died meanwhile).
-        let outcomes: Vec<(outbox::OutboxRow, Outcome)> =
-            stream::iter(rows.into_iter().enumerate())
-                .map(|(n, row)| async move {
-                    let outcome = self.deliver(&row, n >= connections).await;
-                    (row, outcome)
-                })
-                .buffer_unordered(connections)
-                .collect()
-                .await;
-        self.record(outcomes).await?;
+        let mut outcomes = stream::iter(rows.into_iter().enumerate())
+            .map(|(n, row)| async move {
+                let outcome = self.deliver(&row, n >= connections, stop).await;
+                (row, outcome)
+            })
+            .buffer_unordered(connections);
+        // Group commit: outcomes are recorded while the next messages are sent, all that
+        // finished during one commit in the next, so a crash repeats at most the messages
+        // sent during the last commit, and sending never waits for the database.
+        let mut pending: Vec<(outbox::OutboxRow, Outcome)> = Vec::new();
+        let mut recording: Option<BoxFuture<'_, Result<(), ServiceError>>> = None;
+        let mut sending = true;
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
+        while sending || recording.is_some() || !pending.is_empty() {
+            if recording.is_none() && !pending.is_empty() {
+                recording = Some(Box::pin(self.record(std::mem::take(&mut pending))));
+            }
+            tokio::select! {
+                next = outcomes.next(), if sending => match next {
+                    Some(outcome) => pending.push(outcome),
+                    None => sending = false,
+                },
+                recorded = async {
+                    match recording.as_mut() {
+                        Some(commit) => commit.await,
+                        None => std::future::pending().await,
+                    }
+                }, if recording.is_some() => {
+                    recording = None;
+                    recorded?;
+                }
+                _ = renew.tick() => {
+                    let ids = ids.clone();
+                    db::run(&self.services.pool, move |c| outbox::renew(c, &ids, LEASE)).await?;
+                }
+            }
+        }
         Ok(claimed)
     }
 
-    /// Sends one message, unless it was dropped after it was claimed.
-    async fn deliver(&self, row: &outbox::OutboxRow, recheck: bool) -> Outcome {
+    /// Sends one message, unless it was dropped after it was claimed or the worker is
+    /// stopping.
+    async fn deliver(&self, row: &outbox::OutboxRow, recheck: bool, stop: &Stop) -> Outcome {
+        if stopping(stop) {
+            return Outcome::Released;
+        }
         // A reset email claimed with others may have died while they were sent (its link
         // revoked by a password change, a reset or a disabled account): never mail it then.
         if recheck && row.kind == "reset" {
@@ -237,9 +299,11 @@ impl Worker {
         let mut sent = Vec::new();
         let mut events = Vec::new();
         let mut failed = Vec::new();
+        let mut released = Vec::new();
         for (row, outcome) in outcomes {
             match outcome {
                 Outcome::Dropped => {}
+                Outcome::Released => released.push(row.id),
                 Outcome::Sent => {
                     tracing::info!(outbox_id = row.id, kind = %row.kind, "email sent");
                     sent.push(row.id);
@@ -276,6 +340,7 @@ impl Worker {
         db::run(&self.services.pool, move |c| {
             db::write_transaction(c, |c| {
                 outbox::mark_sent(c, &sent)?;
+                outbox::release(c, &released)?;
                 for (id, error, retry_at) in &failed {
                     outbox::mark_attempt_failed(c, *id, error, *retry_at)?;
                 }

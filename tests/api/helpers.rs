@@ -43,7 +43,7 @@ pub enum TestDb {
 }
 
 impl TestDb {
-    fn create(backend: Backend) -> (TestDb, String) {
+    pub fn create(backend: Backend) -> (TestDb, String) {
         let name = format!(
             "latchkey_test_{}",
             latchkey::crypto::random_token_string(9)
