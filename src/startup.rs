@@ -33,6 +33,29 @@ use crate::{
     },
 };
 
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// How long the mail worker may take to finish its sends under way at shutdown (an SMTP
 /// command times out after 15 s).
 const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -153,14 +176,24 @@ impl Application {
     /// silently.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop, stop_signal) = tokio::sync::watch::channel(false);
+        let stop = std::sync::Arc::new(stop);
         let mut worker = tokio::spawn(tracing::Instrument::instrument(
             self.worker.run(stop_signal),
             tracing::info_span!("mail_worker"),
         ));
+        // The worker stops starting sends as soon as the signal comes, while the server
+        // still answers the requests in flight (actix-web listens for the same signals):
+        // what is queued meanwhile stays queued for the next instance.
+        let on_signal = std::sync::Arc::clone(&stop);
+        let signals = tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = on_signal.send(true);
+        });
         let handle = self.server.handle();
         let mut server = self.server;
         tokio::select! {
             result = &mut server => {
+                signals.abort();
                 let _ = stop.send(true);
                 if tokio::time::timeout(WORKER_GRACE, &mut worker).await.is_err() {
                     tracing::warn!("the mail worker did not stop in time; its claims expire");
@@ -169,6 +202,10 @@ impl Application {
                 result
             }
             stopped = &mut worker => {
+                if *stop.borrow() {
+                    // Stopped by the signal, as it should: the server is finishing too.
+                    return server.await;
+                }
                 tracing::error!(outcome = ?stopped.err(), "the mail worker stopped; shutting down");
                 handle.stop(true).await;
                 Err(std::io::Error::other("the mail worker stopped"))

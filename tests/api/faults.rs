@@ -21,6 +21,8 @@ use crate::smtp::MailSink;
 
 const SECRET: &str = "fault-test-secret-key-fault-test-secret-key-fault-test-secret-key";
 const EMAILS: usize = 20;
+/// The emails of the three-instance test.
+const MANY: usize = 1000;
 
 /// One `latchkey` process on a shared database and SMTP server.
 struct Instance {
@@ -30,6 +32,11 @@ struct Instance {
 
 impl Instance {
     fn start(database_url: &str, sink: &MailSink) -> Instance {
+        Self::start_with(database_url, sink, &[])
+    }
+
+    /// With more variables (`SMTP_CONNECTIONS` is 1 unless given).
+    fn start_with(database_url: &str, sink: &MailSink, extra: &[(&str, &str)]) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -43,6 +50,7 @@ impl Instance {
             .env("SECRET_KEY", SECRET)
             .env("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port))
             .env("SMTP_CONNECTIONS", "1")
+            .envs(extra.iter().copied())
             .env("MAIL_FROM", "Latchkey <no-reply@latchkey.test>")
             .env("LISTEN_ADDR", &listen)
             .env("BASE_URL", format!("http://{listen}"))
@@ -103,6 +111,10 @@ impl Drop for Instance {
 
 /// `EMAILS` reset emails queued straight in the outbox, sealed as the app seals them.
 async fn queue_emails(pool: &db::DbPool) {
+    queue_n_emails(pool, EMAILS).await;
+}
+
+async fn queue_n_emails(pool: &db::DbPool, n: usize) {
     let keys = Keys::derive(SECRET, None);
     let sealed = EmailMessage {
         subject: "Reset your Latchkey password".into(),
@@ -112,7 +124,7 @@ async fn queue_emails(pool: &db::DbPool) {
     .seal(&keys);
     db::run(pool, move |c| {
         db::write_transaction(c, |c| {
-            for i in 0..EMAILS {
+            for i in 0..n {
                 let address = format!("user{i}@example.com");
                 let user = db::users::insert(c, &address, "$argon2id$unused", false)?;
                 let expires = db::now_plus(Duration::from_secs(3600));
@@ -216,7 +228,98 @@ async fn a_crash_mid_send_loses_nothing_and_repeats_at_most_the_send_in_flight(b
     );
 }
 
+/// Three instances on one PostgreSQL share 1 000 queued emails: each is delivered
+/// exactly once, and all of them go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_deliver_a_thousand_emails_exactly_once() {
+    let sink = MailSink::start().await;
+    let (_db, url) = TestDb::create(Backend::Postgres);
+    let instances: Vec<Instance> = (0..3)
+        .map(|_| Instance::start_with(&url, &sink, &[("SMTP_CONNECTIONS", "4")]))
+        .collect();
+    for instance in &instances {
+        instance.ready().await;
+    }
+    let pool = db::build_pool(&DatabaseUrl::parse(&url).unwrap(), 2).unwrap();
+    queue_n_emails(&pool, MANY).await;
+    let started = Instant::now();
+    loop {
+        let (recipients, messages) = delivered(&sink).await;
+        assert_eq!(recipients, messages, "an email was sent twice");
+        if recipients == MANY {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{recipients} of {MANY} delivered in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every row says sent, once.
+    let statuses = db::run(&pool, |c| {
+        use diesel::prelude::*;
+        use latchkey::db::schema::outbox;
+        Ok(outbox::table
+            .select((outbox::status, outbox::attempts))
+            .load::<(String, i64)>(c)?)
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses.len(), MANY);
+    assert!(
+        statuses.iter().all(|(s, a)| s == "sent" && *a == 1),
+        "{statuses:?}"
+    );
+}
+
+/// A stop (SIGTERM) while a request is being answered: the request gets its answer, and
+/// the process exits 0 soon after.
+async fn a_stop_lets_requests_in_flight_finish(backend: Backend) {
+    let sink = MailSink::start().await;
+    let (_db, url) = TestDb::create(backend);
+    // A costlier hash (~0.2 s): the sign-up below is still being answered when the
+    // signal comes.
+    let mut instance = Instance::start_with(&url, &sink, &[("ARGON2_ITERATIONS", "30")]);
+    instance.ready().await;
+    let client = new_client();
+    let page = client
+        .get(format!("{}/signup", instance.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = page
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's CSRF token")
+        .to_owned();
+    let request = client
+        .post(format!("{}/signup", instance.address))
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("email", "tess@example.com"),
+            ("password", GOOD_PASSWORD),
+            ("password_confirm", GOOD_PASSWORD),
+        ])
+        .send();
+    let (answer, ()) = tokio::join!(request, async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        instance.signal("-TERM");
+    });
+    assert_eq!(answer.unwrap().status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(instance.exit_code(Duration::from_secs(15)).await, Some(0));
+    let pool = db::build_pool(&DatabaseUrl::parse(&url).unwrap(), 1).unwrap();
+    let account = db::run(&pool, |c| db::users::find_by_email(c, "tess@example.com"))
+        .await
+        .unwrap();
+    assert!(account.is_some(), "the sign-up in flight was completed");
+}
+
 both_backends!(
+    a_stop_lets_requests_in_flight_finish,
     a_clean_stop_mid_send_loses_and_repeats_nothing,
     a_crash_mid_send_loses_nothing_and_repeats_at_most_the_send_in_flight,
 );
