@@ -37,6 +37,11 @@ impl Instance {
 
     /// With more variables (`SMTP_CONNECTIONS` is 1 unless given).
     fn start_with(database_url: &str, sink: &MailSink, extra: &[(&str, &str)]) -> Instance {
+        Self::start_for(database_url, sink.port, extra)
+    }
+
+    /// Sending to an SMTP server on `smtp_port`, up or not.
+    fn start_for(database_url: &str, smtp_port: u16, extra: &[(&str, &str)]) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -48,7 +53,7 @@ impl Instance {
             .current_dir(std::env::temp_dir())
             .env("DATABASE_URL", database_url)
             .env("SECRET_KEY", SECRET)
-            .env("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port))
+            .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
             .env("SMTP_CONNECTIONS", "1")
             .envs(extra.iter().copied())
             .env("MAIL_FROM", "Latchkey <no-reply@latchkey.test>")
@@ -228,6 +233,50 @@ async fn a_crash_mid_send_loses_nothing_and_repeats_at_most_the_send_in_flight(b
     );
 }
 
+/// The SMTP server is down while emails are queued: the requests are answered as usual,
+/// and when it comes back every email is delivered, once.
+async fn an_smtp_outage_loses_and_repeats_nothing(backend: Backend) {
+    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_db, url) = TestDb::create(backend);
+    let instance = Instance::start_for(
+        &url,
+        smtp_port,
+        &[("MAIL_RETRY_BASE_SECS", "1"), ("SMTP_CONNECTIONS", "4")],
+    );
+    instance.ready().await;
+    let pool = db::build_pool(&DatabaseUrl::parse(&url).unwrap(), 2).unwrap();
+    queue_emails(&pool).await;
+    // Every first attempt fails (connection refused) and is scheduled again.
+    let started = Instant::now();
+    loop {
+        let rows = db::run(&pool, |c| db::outbox::recent(c, 50)).await.unwrap();
+        if rows.len() == EMAILS && rows.iter().all(|r| r.attempts >= 1) {
+            assert!(
+                rows.iter().all(|r| r.status == "queued"),
+                "nothing given up"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no attempts were made"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sink = MailSink::start_on(smtp_port).await;
+    wait_until_all_delivered(&sink, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        delivered(&sink).await,
+        (EMAILS, EMAILS),
+        "no email sent twice"
+    );
+}
+
 /// Three instances on one PostgreSQL share 1 000 queued emails: each is delivered
 /// exactly once, and all of them go out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,6 +368,7 @@ async fn a_stop_lets_requests_in_flight_finish(backend: Backend) {
 }
 
 both_backends!(
+    an_smtp_outage_loses_and_repeats_nothing,
     a_stop_lets_requests_in_flight_finish,
     a_clean_stop_mid_send_loses_and_repeats_nothing,
     a_crash_mid_send_loses_nothing_and_repeats_at_most_the_send_in_flight,

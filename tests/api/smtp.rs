@@ -106,7 +106,12 @@ pub struct MailSink {
 impl MailSink {
     /// Starts listening on an ephemeral loopback port.
     pub async fn start() -> MailSink {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0).await
+    }
+
+    /// Starts listening on this loopback port (0: any).
+    pub async fn start_on(port: u16) -> MailSink {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind SMTP sink");
         let port = listener.local_addr().unwrap().port();
