@@ -14,6 +14,8 @@ use crate::{
 
 /// Seconds a client should wait when the hashing pool is saturated.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 2;
+/// `Retry-After` when the database cannot be reached.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 30;
 
 /// An error answered with an HTML page.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum PageError {
     PayloadTooLarge,
     #[error("busy")]
     Busy,
+    /// The database cannot be reached: 503, try again later.
+    #[error("unavailable")]
+    Unavailable,
     /// Over a rate limit; may retry after this long.
     #[error("too many requests")]
     Throttled(std::time::Duration),
@@ -49,6 +54,7 @@ impl From<ServiceError> for PageError {
         match e {
             ServiceError::Busy => Self::Busy,
             ServiceError::Throttled { retry_after } => Self::Throttled(retry_after),
+            ServiceError::Db(e) => e.into(),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -56,6 +62,10 @@ impl From<ServiceError> for PageError {
 
 impl From<DbError> for PageError {
     fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            tracing::error!(error = %e, "database unavailable");
+            return Self::Unavailable;
+        }
         Self::Internal(e.to_string())
     }
 }
@@ -82,7 +92,7 @@ impl ResponseError for PageError {
             Self::AdminsOnly => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -130,6 +140,11 @@ impl ResponseError for PageError {
                 "Busy",
                 "The server is busy right now. Please try again in a few seconds.",
             ),
+            Self::Unavailable => (
+                "Temporarily unavailable",
+                "The service is temporarily unavailable. Nothing you sent was lost or half done; \
+                 please try again in a minute.",
+            ),
             Self::Internal(_) => (
                 "Something went wrong",
                 "Something went wrong on our side. Please try again.",
@@ -147,6 +162,9 @@ impl ResponseError for PageError {
         match self {
             Self::Busy => {
                 res.insert_header(("Retry-After", BUSY_RETRY_AFTER_SECS.to_string()));
+            }
+            Self::Unavailable => {
+                res.insert_header(("Retry-After", UNAVAILABLE_RETRY_AFTER_SECS.to_string()));
             }
             Self::Throttled(wait) => {
                 res.insert_header(("Retry-After", wait.as_secs().max(1).to_string()));
@@ -250,6 +268,17 @@ impl From<ServiceError> for ApiError {
                     throttled_message(retry_after),
                 )
             },
+            ServiceError::Db(e) if e.is_unavailable() => {
+                tracing::error!(error = %e, "database unavailable");
+                Self {
+                    retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECS),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "The service is temporarily unavailable. Please try again in a minute.",
+                    )
+                }
+            }
             other => {
                 let id = error_id();
                 tracing::error!(error_id = %id, cause = %other, "internal error");

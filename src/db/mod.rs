@@ -55,6 +55,12 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// True when no connection could be had: the database is down or unreachable (the
+    /// caller should answer 503, not 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Pool(_))
+    }
+
     /// True when a unique constraint refused the write (both backends map to this).
     pub fn is_unique_violation(&self) -> bool {
         matches!(
@@ -158,6 +164,22 @@ where
     let pool = pool.clone();
     actix_web::rt::task::spawn_blocking(move || {
         let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|_| DbError::Cancelled)?
+}
+
+/// [`run`], but giving up on getting a connection after `timeout` (the readiness probe
+/// must answer before a load balancer's own timeout, not after the pool's).
+pub async fn run_within<T, F>(pool: &DbPool, timeout: Duration, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut conn = pool.get_timeout(timeout)?;
         f(&mut conn)
     })
     .await

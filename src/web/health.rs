@@ -14,9 +14,12 @@ pub async fn healthz() -> HttpResponse {
         .body("ok")
 }
 
-/// `GET /readyz`: the database answers (503 when it does not).
+/// How long the readiness probe waits for a database connection.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// `GET /readyz`: the database answers (503 when it does not, within a second).
 pub async fn readyz(state: Data<AppState>) -> HttpResponse {
-    match db::run(&state.services.pool, db::ping).await {
+    match db::run_within(&state.services.pool, READY_WITHIN, db::ping).await {
         Ok(()) => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready"),
