@@ -28,7 +28,7 @@ use crate::{
     web::{
         self as handlers, AppState, csrf,
         key_rotation::reseal_session_cookie,
-        middleware::security_headers,
+        middleware::{security_headers, session_failures},
         session_store::{DbSessionStore, session_cookie_name},
     },
 };
@@ -258,6 +258,7 @@ fn run_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> 
             .service(
                 web::scope("")
                     .wrap(session)
+                    .wrap(from_fn(session_failures))
                     .wrap(from_fn(csrf::ensure_cookie))
                     // Outermost, so it rewrites the Cookie header before anything reads it.
                     .wrap(from_fn(reseal_session_cookie))

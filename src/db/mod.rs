@@ -14,7 +14,13 @@ pub mod schema;
 pub mod sessions;
 pub mod users;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use chrono::{NaiveDateTime, Timelike, Utc};
 use diesel::{
@@ -32,8 +38,118 @@ pub enum AnyConnection {
     Sqlite(SqliteConnection),
 }
 
-/// The pool every request and worker draws from.
-pub type DbPool = r2d2::Pool<ConnectionManager>;
+/// The pool every request and worker draws from, and what it has learnt about whether
+/// the database can be reached.
+///
+/// r2d2 alone makes every caller wait out the full connection timeout while the database
+/// is down, so a request would hang for seconds before its 503 and `/readyz` would answer
+/// after a load balancer gave up. Here the first failed connection (or a connection that
+/// breaks mid-query) marks the database down; from then on one caller at a time probes
+/// with a short timeout and every other caller is told at once, until a connection works.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: r2d2::Pool<ConnectionManager>,
+    health: Arc<Health>,
+}
+
+/// A connection checked out of the pool; it goes back when dropped.
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// How long a caller waits for a connection while the database is up but every
+/// connection is busy.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a waiting caller looks whether the database was found down meanwhile.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// How long the one probing caller waits for a connection while the database is down.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether the database is known to be unreachable, shared by the pool and its manager.
+#[derive(Debug, Default)]
+struct Health {
+    down: AtomicBool,
+    /// Held by the one caller probing while the database is down.
+    probing: AtomicBool,
+}
+
+impl Health {
+    fn mark_down(&self, why: &dyn std::fmt::Display) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error = %why, "database unreachable; answering 503 until it returns");
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("database reachable again");
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+}
+
+impl DbPool {
+    /// Checks out a connection, blocking: call it off the async workers (as [`run`] does).
+    pub fn get(&self) -> Result<PooledConnection, DbError> {
+        self.get_within(CHECKOUT_TIMEOUT)
+    }
+
+    /// True while the database is known to be unreachable.
+    pub fn is_down(&self) -> bool {
+        self.health.is_down()
+    }
+
+    fn get_within(&self, timeout: Duration) -> Result<PooledConnection, DbError> {
+        if self.health.is_down() {
+            return self.probe(timeout.min(PROBE_TIMEOUT));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(WAIT_SLICE);
+            match self.pool.get_timeout(slice) {
+                Ok(conn) => return Ok(conn),
+                Err(_) if self.health.is_down() => return Err(DbError::Down),
+                Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// While the database is down, one caller tries for a connection; the rest are
+    /// answered at once.
+    fn probe(&self, timeout: Duration) -> Result<PooledConnection, DbError> {
+        if self
+            .health
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(DbError::Down);
+        }
+        let result = self.pool.get_timeout(timeout);
+        self.health.probing.store(false, Ordering::Release);
+        match result {
+            Ok(conn) => {
+                self.health.mark_up();
+                Ok(conn)
+            }
+            Err(_) => Err(DbError::Down),
+        }
+    }
+
+    /// Notes an error from work done on a connection: a connection that broke means the
+    /// database went away.
+    fn observe<T>(&self, result: &Result<T, DbError>) {
+        if let Err(e) = result
+            && e.is_connection_lost()
+        {
+            self.health.mark_down(e);
+        }
+    }
+}
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -45,6 +161,9 @@ pub enum DbError {
     Query(#[from] DieselError),
     #[error("no database connection available: {0}")]
     Pool(#[from] r2d2::Error),
+    /// The database is known to be unreachable (answered without waiting; see [`DbPool`]).
+    #[error("the database is unreachable")]
+    Down,
     #[error("database task was cancelled")]
     Cancelled,
     #[error("migration failed: {0}")]
@@ -58,7 +177,30 @@ impl DbError {
     /// True when no connection could be had: the database is down or unreachable (the
     /// caller should answer 503, not 500).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Pool(_))
+        matches!(self, Self::Pool(_) | Self::Down) || self.is_connection_lost()
+    }
+
+    /// True when the connection broke under the query: the server shut down, restarted
+    /// or the network went away (the work was not done, or its transaction rolled back).
+    fn is_connection_lost(&self) -> bool {
+        use diesel::result::DatabaseErrorKind;
+        match self {
+            Self::Query(DieselError::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || {
+                    // SQLSTATE 57P01-57P03 (admin shutdown, crash shutdown, cannot connect
+                    // now) arrive as "unknown" kinds; libpq's text is all diesel keeps.
+                    let message = info.message();
+                    message.starts_with("terminating connection")
+                        || message.contains("server closed the connection")
+                        || message.contains("the database system is shutting down")
+                        || message.contains("the database system is starting up")
+                }
+            }
+            _ => false,
+        }
     }
 
     /// True when a unique constraint refused the write (both backends map to this).
@@ -78,6 +220,7 @@ impl DbError {
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
     url: DatabaseUrl,
+    health: Arc<Health>,
 }
 
 impl r2d2::ManageConnection for ConnectionManager {
@@ -85,6 +228,32 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = ConnectionError;
 
     fn connect(&self) -> Result<AnyConnection, ConnectionError> {
+        let result = self.open();
+        match &result {
+            Ok(_) => self.health.mark_up(),
+            Err(e) => self.health.mark_down(e),
+        }
+        result
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ConnectionError> {
+        conn.batch_execute("SELECT 1")
+            .map_err(ConnectionError::CouldntSetupConfiguration)
+    }
+
+    /// A connection is dropped rather than reused when its thread panicked or diesel's
+    /// transaction manager is in a broken state (as diesel's own r2d2 manager does).
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        use diesel::connection::TransactionManager;
+        std::thread::panicking()
+            || <<AnyConnection as Connection>::TransactionManager as TransactionManager<
+                AnyConnection,
+            >>::is_broken_transaction_manager(conn)
+    }
+}
+
+impl ConnectionManager {
+    fn open(&self) -> Result<AnyConnection, ConnectionError> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
                 let mut conn = PgConnection::establish(url.expose())?;
@@ -105,33 +274,25 @@ impl r2d2::ManageConnection for ConnectionManager {
             }
         }
     }
-
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ConnectionError> {
-        conn.batch_execute("SELECT 1")
-            .map_err(ConnectionError::CouldntSetupConfiguration)
-    }
-
-    /// A connection is dropped rather than reused when its thread panicked or diesel's
-    /// transaction manager is in a broken state (as diesel's own r2d2 manager does).
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        use diesel::connection::TransactionManager;
-        std::thread::panicking()
-            || <<AnyConnection as Connection>::TransactionManager as TransactionManager<
-                AnyConnection,
-            >>::is_broken_transaction_manager(conn)
-    }
 }
 
 /// Builds the pool. Fails fast (with the driver's own message) when the database cannot
 /// be reached, so a typo in `DATABASE_URL` is reported at start-up.
 pub fn build_pool(url: &DatabaseUrl, size: u32) -> Result<DbPool, DbError> {
-    let manager = ConnectionManager { url: url.clone() };
+    let health = Arc::new(Health::default());
+    let manager = ConnectionManager {
+        url: url.clone(),
+        health: health.clone(),
+    };
     let pool = r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        // r2d2 logs every failed connection attempt (dozens a second while the database
+        // is down); the pool's health logs the change once each way instead.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build(manager)?;
-    Ok(pool)
+    Ok(DbPool { pool, health })
 }
 
 /// The Postgres advisory lock key held while migrating ("latchkey" in ASCII, as an integer).
@@ -164,7 +325,9 @@ where
     let pool = pool.clone();
     actix_web::rt::task::spawn_blocking(move || {
         let mut conn = pool.get()?;
-        f(&mut conn)
+        let result = f(&mut conn);
+        pool.observe(&result);
+        result
     })
     .await
     .map_err(|_| DbError::Cancelled)?
@@ -179,8 +342,10 @@ where
 {
     let pool = pool.clone();
     actix_web::rt::task::spawn_blocking(move || {
-        let mut conn = pool.get_timeout(timeout)?;
-        f(&mut conn)
+        let mut conn = pool.get_within(timeout)?;
+        let result = f(&mut conn);
+        pool.observe(&result);
+        result
     })
     .await
     .map_err(|_| DbError::Cancelled)?

@@ -131,7 +131,7 @@ impl Worker {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "reading reset requests failed");
+                        log_failure("reading reset requests", &e);
                         break;
                     }
                 }
@@ -160,7 +160,7 @@ impl Worker {
         })
         .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "housekeeping failed");
+            log_failure("housekeeping", &e);
         }
     }
 
@@ -173,7 +173,10 @@ impl Worker {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::error!(error = %e, "outbox delivery failed");
+                        match &e {
+                            ServiceError::Db(e) => log_failure("outbox delivery", e),
+                            e => tracing::error!(error = %e, "outbox delivery failed"),
+                        }
                         break;
                     }
                 }
@@ -372,6 +375,16 @@ pub fn backoff(attempts: i64, base: Duration) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
     base.saturating_mul(1u32 << exp)
         .min(Duration::from_secs(3600))
+}
+
+/// Logs a failed round of background work. While the database is down every round fails
+/// the same way; the pool logs the outage once when it starts and once when it ends.
+fn log_failure(what: &str, e: &db::DbError) {
+    if e.is_unavailable() {
+        tracing::debug!(error = %e, "{what} failed: database unavailable");
+    } else {
+        tracing::error!(error = %e, "{what} failed");
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use actix_web::{
-    Error,
-    body::MessageBody,
+    Error, ResponseError,
+    body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::header::{self, HeaderValue},
     middleware::Next,
@@ -16,7 +16,8 @@ use actix_web::{
 
 use tracing::Instrument;
 
-use super::AppState;
+use super::{AppState, session_store::session_cookie_name};
+use crate::error::PageError;
 
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
 
@@ -83,4 +84,31 @@ pub async fn security_headers(
         );
     });
     Ok(res)
+}
+
+/// Middleware around the session middleware. When a session cannot be loaded or saved,
+/// actix-session answers an empty 500 before any handler runs, so a signed-in page would
+/// show nothing at all while the database is down. While the database is known to be
+/// unreachable, a request with a session cookie gets the 503 page ("temporarily
+/// unavailable", with `Retry-After`) without trying; a failure found on the way becomes the
+/// 503 page too, or the 500 page with an error id when the database is up (the failed
+/// request cannot be answered with a response of its own, so it goes back as an error).
+pub async fn session_failures<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+    let Some(state) = req.app_data::<Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let pool = &state.services.pool;
+    let cookie = session_cookie_name(state.services.settings.is_https());
+    if pool.is_down() && req.cookie(cookie).is_some() {
+        let page = PageError::Unavailable.error_response();
+        return Ok(req.into_response(page).map_into_right_body());
+    }
+    match next.call(req).await {
+        Ok(res) => Ok(res.map_into_left_body()),
+        Err(_) if pool.is_down() => Err(PageError::Unavailable.into()),
+        Err(e) => Err(PageError::Internal(format!("session: {e}")).into()),
+    }
 }

@@ -25,23 +25,23 @@ const EMAILS: usize = 20;
 const MANY: usize = 1000;
 
 /// One `latchkey` process on a shared database and SMTP server.
-struct Instance {
+pub struct Instance {
     child: Child,
-    address: String,
+    pub address: String,
 }
 
 impl Instance {
-    fn start(database_url: &str, sink: &MailSink) -> Instance {
+    pub fn start(database_url: &str, sink: &MailSink) -> Instance {
         Self::start_with(database_url, sink, &[])
     }
 
     /// With more variables (`SMTP_CONNECTIONS` is 1 unless given).
-    fn start_with(database_url: &str, sink: &MailSink, extra: &[(&str, &str)]) -> Instance {
+    pub fn start_with(database_url: &str, sink: &MailSink, extra: &[(&str, &str)]) -> Instance {
         Self::start_for(database_url, sink.port, extra)
     }
 
     /// Sending to an SMTP server on `smtp_port`, up or not.
-    fn start_for(database_url: &str, smtp_port: u16, extra: &[(&str, &str)]) -> Instance {
+    pub fn start_for(database_url: &str, smtp_port: u16, extra: &[(&str, &str)]) -> Instance {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -70,7 +70,7 @@ impl Instance {
         }
     }
 
-    async fn ready(&self) {
+    pub async fn ready(&self) {
         let client = new_client();
         for _ in 0..200 {
             if let Ok(res) = client.get(format!("{}/readyz", self.address)).send().await
@@ -83,7 +83,7 @@ impl Instance {
         panic!("the instance did not become ready");
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -92,7 +92,7 @@ impl Instance {
     }
 
     /// Waits for the process to exit; its exit code.
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+    pub async fn exit_code(&mut self, within: Duration) -> Option<i32> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

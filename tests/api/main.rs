@@ -15,6 +15,7 @@ mod inputs;
 mod key_rotation;
 mod limits;
 mod mail;
+mod outage;
 mod races;
 mod recovery_api;
 mod recovery_browser;
