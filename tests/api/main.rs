@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod browser;
 mod cli;
+mod contention;
 mod faults;
 mod hardening;
 mod helpers;

@@ -196,7 +196,7 @@ impl Seen {
     }
 }
 
-async fn csrf_of(client: &Client, base: &str, path: &str) -> String {
+pub(crate) async fn csrf_of(client: &Client, base: &str, path: &str) -> String {
     let html = client
         .get(format!("{base}{path}"))
         .send()
@@ -208,7 +208,7 @@ async fn csrf_of(client: &Client, base: &str, path: &str) -> String {
     csrf_in(&html).expect("a CSRF token on the form")
 }
 
-/// The form's CSRF token, or the answer that came instead of the form (a signed-in
+/// The form's CSRF token (first on the page), or the answer that came instead of the form (a signed-in
 /// browser gets the 503 page while the database is down).
 async fn form_or_answer(client: &Client, base: &str, path: &str) -> Result<String, Answer> {
     let res = client.get(format!("{base}{path}")).send().await?;
@@ -229,7 +229,7 @@ impl From<reqwest::Error> for Answer {
     }
 }
 
-async fn sign_up(client: &Client, base: &str, email: &str) {
+pub(crate) async fn sign_up(client: &Client, base: &str, email: &str) {
     let token = csrf_of(client, base, "/signup").await;
     let res = client
         .post(format!("{base}/signup"))
