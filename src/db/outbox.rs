@@ -88,31 +88,45 @@ pub fn claim_due(
 ) -> Result<Vec<OutboxRow>, DbError> {
     let now = super::now();
     let until = super::now_plus(lease);
-    let due = outbox::table
-        .filter(outbox::status.eq(status::QUEUED))
-        .filter(outbox::next_attempt_at.le(now))
-        // A message whose link has expired is never sent (housekeeping marks it later).
-        .filter(outbox::expires_at.is_null().or(outbox::expires_at.gt(now)))
-        .filter(
-            outbox::locked_until
-                .is_null()
-                .or(outbox::locked_until.lt(now)),
-        )
-        // First attempts before retries: a message the server refused once must not keep
-        // a fresh one waiting.
+    let due = || {
+        outbox::table
+            .filter(outbox::status.eq(status::QUEUED))
+            .filter(outbox::next_attempt_at.le(now))
+            // A message whose link has expired is never sent (housekeeping marks it later).
+            .filter(outbox::expires_at.is_null().or(outbox::expires_at.gt(now)))
+            .filter(
+                outbox::locked_until
+                    .is_null()
+                    .or(outbox::locked_until.lt(now)),
+            )
+            .select(outbox::id)
+    };
+    // First attempts before retries: a message the server refused once must not keep a
+    // fresh one waiting. Among them, half the batch from the newest and half from the
+    // oldest: a person who asks during a flood is not queued behind all of it, and the
+    // backlog still drains (as `reset_requests::next_batch`).
+    let newest = due()
+        .order((outbox::attempts.asc(), outbox::id.desc()))
+        .limit(limit / 2);
+    let oldest = due()
         .order((outbox::attempts.asc(), outbox::id.asc()))
-        .limit(limit)
-        .select(outbox::id);
+        .limit(limit);
     let ids: Vec<i64> = match conn {
         AnyConnection::Postgresql(pg) => pg.transaction(|pg| {
-            let ids: Vec<i64> = due.for_update().skip_locked().load(pg)?;
+            // Rows this transaction locked in the first query are not skipped by the
+            // second (only other transactions' are): the union is taken below.
+            let newest: Vec<i64> = newest.for_update().skip_locked().load(pg)?;
+            let oldest: Vec<i64> = oldest.for_update().skip_locked().load(pg)?;
+            let ids = both_ends(newest, oldest, limit);
             diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
                 .set(outbox::locked_until.eq(Some(until)))
                 .execute(pg)?;
             Ok::<_, diesel::result::Error>(ids)
         })?,
         AnyConnection::Sqlite(_) => {
-            let candidates: Vec<i64> = due.load(conn)?;
+            let newest: Vec<i64> = newest.load(conn)?;
+            let oldest: Vec<i64> = oldest.load(conn)?;
+            let candidates = both_ends(newest, oldest, limit);
             let mut won = Vec::with_capacity(candidates.len());
             for id in candidates {
                 let n = diesel::update(
@@ -139,6 +153,21 @@ pub fn claim_due(
         .order((outbox::attempts.asc(), outbox::id.asc()))
         .select(OutboxRow::as_select())
         .load(conn)?)
+}
+
+/// At most `limit` ids: all of `newest` (at most half), then `oldest` up to the limit,
+/// without repeats.
+fn both_ends(newest: Vec<i64>, oldest: Vec<i64>, limit: i64) -> Vec<i64> {
+    let mut ids = newest;
+    for id in oldest {
+        if ids.len() as i64 >= limit {
+            break;
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// Extends the lease on messages this worker is still sending.

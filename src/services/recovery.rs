@@ -127,7 +127,7 @@ impl Services {
         &self,
         conn: &mut db::AnyConnection,
     ) -> Result<usize, ServiceError> {
-        let requests = reset_requests::oldest(conn, REQUEST_BATCH)?;
+        let requests = reset_requests::next_batch(conn, REQUEST_BATCH)?;
         let handled = requests.len();
         // Tokens, their hashes and sealed emails are made for every request before the
         // transaction: doing it inside would hold SQLite's write lock longer for
