@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 
 use crate::both_backends;
-use crate::faults::Instance;
+use crate::faults::{Instance, LIMITS_OFF};
 use crate::helpers::*;
 use crate::outage::{csrf_of, sign_up};
 use crate::smtp::MailSink;
@@ -244,18 +244,16 @@ async fn fifty_concurrent_mixed_requests_never_see_a_locked_database(backend: Ba
         &url,
         &sink,
         &[
-            ("RATE_LIMIT_FORGOT", "off"),
-            ("RATE_LIMIT_LOGIN", "off"),
-            ("RATE_LIMIT_RESET", "off"),
-            ("RATE_LIMIT_SIGNUP", "off"),
-            ("RATE_LIMIT_ACCOUNT", "off"),
-            ("RESET_COOLDOWN_SECS", "0"),
-            // Cheap hashes: the contention under test is the database's, not argon2's.
-            ("ARGON2_MEMORY_KIB", "8192"),
-            ("ARGON2_ITERATIONS", "1"),
-            ("SMTP_CONNECTIONS", "4"),
-            ("TRUSTED_PROXIES", "127.0.0.1/32"),
-        ],
+            LIMITS_OFF.as_slice(),
+            &[
+                // Cheap hashes: the contention under test is the database's, not argon2's.
+                ("ARGON2_MEMORY_KIB", "8192"),
+                ("ARGON2_ITERATIONS", "1"),
+                ("SMTP_CONNECTIONS", "4"),
+                ("TRUSTED_PROXIES", "127.0.0.1/32"),
+            ],
+        ]
+        .concat(),
     );
     instance.ready().await;
     let base = instance.address.clone();

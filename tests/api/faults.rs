@@ -24,6 +24,17 @@ const EMAILS: usize = 20;
 /// The emails of the three-instance test.
 const MANY: usize = 1000;
 
+/// Every per-client limit off and no cooldown: for tests whose many requests all come
+/// from 127.0.0.1 and whose subject is not the limits.
+pub const LIMITS_OFF: [(&str, &str); 6] = [
+    ("RATE_LIMIT_FORGOT", "off"),
+    ("RATE_LIMIT_LOGIN", "off"),
+    ("RATE_LIMIT_RESET", "off"),
+    ("RATE_LIMIT_SIGNUP", "off"),
+    ("RATE_LIMIT_ACCOUNT", "off"),
+    ("RESET_COOLDOWN_SECS", "0"),
+];
+
 /// One `latchkey` process on a shared database and SMTP server.
 pub struct Instance {
     child: Child,

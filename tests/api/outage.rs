@@ -16,7 +16,7 @@ use latchkey::{config::DatabaseUrl, db};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
-use crate::faults::Instance;
+use crate::faults::{Instance, LIMITS_OFF};
 use crate::helpers::*;
 use crate::smtp::MailSink;
 
@@ -393,18 +393,7 @@ async fn a_database_outage_is_answered_quickly_and_recovered_from() {
     let cluster = PrivateCluster::start();
     let url = cluster.url();
     let sink = MailSink::start().await;
-    let instance = Instance::start_with(
-        &url,
-        &sink,
-        &[
-            ("RATE_LIMIT_FORGOT", "off"),
-            ("RATE_LIMIT_LOGIN", "off"),
-            ("RATE_LIMIT_RESET", "off"),
-            ("RATE_LIMIT_SIGNUP", "off"),
-            ("RATE_LIMIT_ACCOUNT", "off"),
-            ("RESET_COOLDOWN_SECS", "0"),
-        ],
-    );
+    let instance = Instance::start_with(&url, &sink, &LIMITS_OFF);
     instance.ready().await;
     let base = instance.address.clone();
 
