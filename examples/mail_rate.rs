@@ -1,8 +1,9 @@
 //! Mail delivery rate against the SMTP server's own (SPEC §12: at least half of it).
 //!
-//! An SMTP server on loopback (in this process, counting what it accepts) is first timed
-//! taking `--n` messages from one sequential client over one connection, three times after
-//! a warm-up (the median counts): the rate the server itself takes. Then `--n` reset emails are queued in a fresh PostgreSQL database
+//! An SMTP server on loopback (aiosmtpd in a process of its own with `--python`, else a
+//! minimal one in this process; see `support/smtp.rs`) is first timed taking `--n` messages
+//! from one sequential client over one connection: the rate the server itself takes. Then
+//! `--n` reset emails are queued in a fresh PostgreSQL database
 //! (sealed under the server's key, as the app queues them) and the release binary is
 //! started on it with `SMTP_CONNECTIONS` connections; its delivery rate is measured from
 //! the first message the server accepts to the last. Both in the same run, so the ratio
@@ -17,12 +18,8 @@
 mod support;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -34,84 +31,26 @@ use latchkey::{
     mail::message::{RequestOrigin, reset_email},
 };
 use lettre::transport::smtp::{client::AsyncSmtpConnection, extension::ClientId};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use support::{Rng, Server, TempDatabase, free_port, http_client, wait_ready};
+use support::{
+    Rng, Server, TempDatabase, arg, flag, free_port, http_client, smtp::SmtpSink, wait_ready,
+};
 
 const SECRET: &str = "mail-rate-benchmark-secret-key-that-is-long-enough-0123456789abcdef";
 
-/// The SMTP server: accepts everything, remembers when each message was accepted.
-#[derive(Clone, Default)]
-struct Sink {
-    accepted: Arc<Mutex<Vec<Instant>>>,
-    count: Arc<AtomicUsize>,
-}
-
-impl Sink {
-    async fn start(self) -> anyhow::Result<u16> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let sink = self.clone();
-                tokio::spawn(async move {
-                    let _ = sink.serve(socket).await;
-                });
-            }
-        });
-        Ok(port)
-    }
-
-    async fn serve(&self, socket: tokio::net::TcpStream) -> std::io::Result<()> {
-        socket.set_nodelay(true)?;
-        let (read, mut write) = socket.into_split();
-        let mut lines = BufReader::new(read);
-        write.write_all(b"220 sink ESMTP\r\n").await?;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if lines.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
-            let upper = line.trim_end().to_ascii_uppercase();
-            if upper.starts_with("EHLO") {
-                write.write_all(b"250-sink\r\n250 8BITMIME\r\n").await?;
-            } else if upper == "DATA" {
-                write.write_all(b"354 go ahead\r\n").await?;
-                loop {
-                    line.clear();
-                    if lines.read_line(&mut line).await? == 0 {
-                        return Ok(());
-                    }
-                    if line == ".\r\n" {
-                        break;
-                    }
-                }
-                self.accepted.lock().unwrap().push(Instant::now());
-                self.count.fetch_add(1, Ordering::SeqCst);
-                write.write_all(b"250 queued\r\n").await?;
-            } else if upper == "QUIT" {
-                write.write_all(b"221 bye\r\n").await?;
-                return Ok(());
-            } else {
-                write.write_all(b"250 OK\r\n").await?;
-            }
+/// Waits until the SMTP server has accepted `n` messages in all.
+async fn wait_for_count(sink: &SmtpSink, n: usize, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while sink.count() < n {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} messages accepted in {within:?}",
+                sink.count()
+            );
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
-    /// Messages per second between the `from`-th accepted message and the last one so far.
-    fn rate_since(&self, from: usize) -> f64 {
-        let accepted = self.accepted.lock().unwrap();
-        let (first, last) = (accepted[from], accepted[accepted.len() - 1]);
-        (accepted.len() - from - 1) as f64 / (last - first).as_secs_f64()
-    }
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
+    Ok(())
 }
 
 #[tokio::main]
@@ -149,8 +88,12 @@ async fn run() -> anyhow::Result<bool> {
     )?;
 
     // 1. The server's own rate: one sequential client, one connection.
-    let sink = Sink::default();
-    let port = sink.clone().start().await?;
+    let python = flag(&args, "--python").map(PathBuf::from);
+    let sink = match python {
+        Some(python) => SmtpSink::aiosmtpd(&python, Path::new("scripts/smtp_sink.py")).await?,
+        None => SmtpSink::in_process().await?,
+    };
+    let port = sink.port;
     let email = lettre::Message::builder()
         .from("Latchkey <no-reply@latchkey.example>".parse()?)
         .to("someone@example.com".parse()?)
@@ -168,6 +111,9 @@ async fn run() -> anyhow::Result<bool> {
         conn.send(email.envelope(), &raw).await?;
     }
     conn.quit().await?;
+    // The acceptances are recorded as the server reports them (aiosmtpd: a line on its
+    // output), so wait until all of them are in.
+    wait_for_count(&sink, n, Duration::from_secs(30)).await?;
     let server_rate = sink.rate_since(0);
 
     // 2. The app's worker: `n` reset emails queued, then the release binary started.
@@ -190,7 +136,7 @@ async fn run() -> anyhow::Result<bool> {
     })
     .await?;
     drop(pool);
-    let before = sink.count.load(Ordering::SeqCst);
+    let before = sink.count();
     let listen = format!("127.0.0.1:{}", free_port()?);
     let env = [
         ("DATABASE_URL", database.url.clone()),
@@ -207,25 +153,18 @@ async fn run() -> anyhow::Result<bool> {
     ];
     let mut server = Server::spawn(&server_path, &env)?;
     wait_ready(&http_client()?, &format!("http://{listen}"), &mut server).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while sink.count.load(Ordering::SeqCst) < before + n {
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {n} emails arrived in 120 s",
-                sink.count.load(Ordering::SeqCst) - before
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_count(&sink, before + n, Duration::from_secs(120)).await?;
     let worker_rate = sink.rate_since(before);
     drop(server);
     let ratio = worker_rate / server_rate;
     let report = format!(
         "# Mail delivery rate\n\n\
+         SMTP server: {}.\n\n\
          | | emails/s |\n|---|---:|\n\
          | SMTP server, one sequential client, one connection | {server_rate:.0} |\n\
          | Latchkey worker, SMTP_CONNECTIONS={connections}, PostgreSQL | {worker_rate:.0} |\n\n\
-         {n} reset emails each. Ratio: {ratio:.2} (target ≥ {min_ratio}).\n"
+         {n} reset emails each. Ratio: {ratio:.2} (target ≥ {min_ratio}).\n",
+        sink.name
     );
     print!("{report}");
     std::fs::write("target/mail-rate.md", &report).context("write target/mail-rate.md")?;

@@ -22,6 +22,8 @@ use anyhow::{Context, bail, ensure};
 use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use reqwest::{Client, StatusCode, redirect::Policy};
 
+pub mod smtp;
+
 /// The account created through the CLI, whose real password hash the seeded accounts copy.
 pub const LOGIN_EMAIL: &str = "login@bench.test";
 pub const LOGIN_PASSWORD: &str = "plum tractor violet oasis";
@@ -264,6 +266,22 @@ pub fn create_login_account(server: &Path, env: &[(&'static str, String)]) -> an
         String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Command line (the small benchmarks take a few `--name value` options)
+
+/// The value after `--name` parsed, or `default` when it is missing or unreadable.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    flag(args, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The raw value after `--name`, if given.
+pub fn flag(args: &[String], name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
 }
 
 // ---------------------------------------------------------------------------------------
