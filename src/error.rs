@@ -179,7 +179,7 @@ impl ResponseError for PageError {
 fn throttled_message(wait: std::time::Duration) -> String {
     format!(
         "There have been too many attempts from your network. Please wait {} and try again.",
-        crate::mail::message::lifetime_in_words(wait)
+        crate::words::lifetime_in_words(wait)
     )
 }
 

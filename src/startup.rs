@@ -23,10 +23,11 @@ use crate::{
     crypto::Keys,
     db,
     error::{ApiError, PageError, json_error},
-    mail::{DevMailbox, Transport, worker::Worker},
+    jobs::Worker,
+    mail::{DevMailbox, Transport},
     services::{Hasher, Services},
     web::{
-        self as handlers, AppState, csrf,
+        self as handlers, AppState, BODY_LIMIT, csrf,
         key_rotation::reseal_session_cookie,
         middleware::{security_headers, session_failures},
         session_store::{DbSessionStore, session_cookie_name},
@@ -59,9 +60,6 @@ async fn shutdown_signal() {
 /// How long the mail worker may take to finish its sends under way at shutdown (an SMTP
 /// command times out after 15 s).
 const WORKER_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// The largest request body accepted, JSON or form (SPEC §5).
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The shared parts of a running instance, for the server, the worker and the CLI.
 pub struct Parts {

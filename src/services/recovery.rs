@@ -126,7 +126,7 @@ impl Services {
     pub fn process_reset_requests(
         &self,
         conn: &mut db::AnyConnection,
-    ) -> Result<usize, ServiceError> {
+    ) -> Result<usize, db::DbError> {
         let requests = reset_requests::next_batch(conn, REQUEST_BATCH)?;
         let handled = requests.len();
         // Tokens, their hashes and sealed emails are made for every request before the
@@ -171,7 +171,7 @@ impl Services {
         &self,
         conn: &mut db::AnyConnection,
         request: &reset_requests::ResetRequestRow,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), db::DbError> {
         let client = ClientInfo {
             ip: request.client_ip.clone(),
             user_agent: request.user_agent.clone(),

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use crate::{
     domain::{NewPassword, SubmittedPassword},
     error::PageError,
-    mail::message::browser_name,
     services::accounts::Account,
     services::accounts::ChangeProblem,
     services::limits::LimitGroup,
+    words::browser_name,
 };
 
 use super::{

@@ -26,7 +26,7 @@ use actix_web::{
 use futures_util::{StreamExt, future::LocalBoxFuture};
 use serde::de::DeserializeOwned;
 
-use crate::{crypto::random_token_string, error::PageError, startup::BODY_LIMIT};
+use crate::{crypto::random_token_string, error::PageError, web::BODY_LIMIT};
 
 use super::AppState;
 

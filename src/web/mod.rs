@@ -26,3 +26,6 @@ pub struct AppState {
     /// Present only when `SMTP_URL` is unset.
     pub dev_mailbox: Option<DevMailbox>,
 }
+
+/// The largest request body accepted, JSON or form (SPEC §5).
+pub const BODY_LIMIT: usize = 64 * 1024;

@@ -67,7 +67,7 @@ pub struct ForgotForm {
 pub fn sent_message(state: &AppState) -> String {
     format!(
         "{FORGOT_SENT} {}.",
-        crate::mail::message::lifetime_in_words(state.services.settings.reset_token_ttl)
+        crate::words::lifetime_in_words(state.services.settings.reset_token_ttl)
     )
 }
 

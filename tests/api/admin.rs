@@ -386,7 +386,7 @@ async fn wait_for_mail_row(app: &TestApp, wanted: impl Fn(&OutboxRow) -> bool) -
 /// Returns its outbox id; the SMTP server accepts mail again afterwards.
 async fn a_failed_reset_email(app: &TestApp, email: &str) -> i64 {
     use diesel::prelude::*;
-    use latchkey::{db::schema::outbox, mail::worker::MAX_ATTEMPTS};
+    use latchkey::{db::schema::outbox, jobs::MAX_ATTEMPTS};
 
     app.mail.refuse_next(1000);
     assert_eq!(app.forgot(email).await.status(), StatusCode::OK);
@@ -1320,7 +1320,7 @@ async fn a_failed_email_is_listed_with_its_attempts_its_error_and_a_retry_form(b
     assert_eq!(row.status, "failed");
     assert!(row.text.contains("ann@example.com"), "{}", row.text);
     assert!(row.text.contains("reset"), "{}", row.text);
-    let attempts = latchkey::mail::worker::MAX_ATTEMPTS.to_string();
+    let attempts = latchkey::jobs::MAX_ATTEMPTS.to_string();
     assert!(
         row.text.split_whitespace().any(|w| w == attempts),
         "{attempts} attempts: {}",

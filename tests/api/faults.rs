@@ -8,12 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use latchkey::{
-    config::DatabaseUrl,
-    crypto::Keys,
-    db,
-    mail::{EmailMessage, worker::LEASE},
-};
+use latchkey::{config::DatabaseUrl, crypto::Keys, db, jobs::LEASE, mail::EmailMessage};
 
 use crate::both_backends;
 use crate::helpers::*;

@@ -13,8 +13,8 @@ use chrono::NaiveDateTime;
 use crate::{
     db::keyset::Keyset,
     error::PageError,
-    mail::message::browser_name,
     services::{accounts::Account, admin::EventEntry},
+    words::browser_name,
 };
 
 use super::{AppState, render::Layout, session};

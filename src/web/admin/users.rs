@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::{
     db::users::UserSummary,
     error::PageError,
-    mail::message::{browser_name, lifetime_in_words},
     services::{admin::AdminOutcome, admin::UserDetail},
+    words::{browser_name, lifetime_in_words},
 };
 
 use super::{

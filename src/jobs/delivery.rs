@@ -1,35 +1,25 @@
-//! The outbox worker: turns queued reset requests into emails, and delivers queued mail
-//! with retries and exponential backoff.
+//! Delivery: queued mail claimed in batches and sent over `SMTP_CONNECTIONS` connections
+//! at once, first attempts before retries, with exponential backoff.
 //!
-//! Two loops run side by side and never wait for each other: one turns requests into
-//! emails, the other delivers, over `SMTP_CONNECTIONS` connections at once, first attempts
-//! before retries. A flood of requests therefore never holds up mail already queued, and
-//! a slow SMTP server never holds up the turning of requests into emails.
-//!
-//! HTTP handlers never wait for SMTP: they write rows and wake the loop concerned. A lease
-//! (`locked_until`) and `FOR UPDATE SKIP LOCKED` on Postgres keep workers on several
-//! instances from sending one row twice. The lease is short and renewed while a batch is
-//! being sent, so a crashed worker's claims come back within [`LEASE`]; at shutdown the
-//! sends under way finish and the claims not yet sent are handed back at once. Outcomes
-//! are recorded every `SMTP_CONNECTIONS` messages, so a crash repeats at most the messages
-//! that were in flight (at-least-once, with the same `Message-ID`).
+//! A lease (`locked_until`) and `FOR UPDATE SKIP LOCKED` on Postgres keep workers on
+//! several instances from sending one row twice. The lease is short and renewed while a
+//! batch is being sent, so a crashed worker's claims come back within [`LEASE`]; at
+//! shutdown the sends under way finish and the claims not yet sent are handed back at
+//! once. Outcomes are recorded every `SMTP_CONNECTIONS` messages, so a crash repeats at
+//! most the messages that were in flight (at-least-once, with the same `Message-ID`).
 
 use std::time::Duration;
 
 use futures_util::{StreamExt, future::BoxFuture, stream};
 use lettre::message::Mailbox;
-use tokio::sync::watch;
 
 use crate::{
-    db::{self, outbox},
-    services::{
-        ServiceError, Services,
-        audit::{self, Event, EventKind},
-        recovery::REQUEST_BATCH,
-    },
+    db::{self, DbError, outbox},
+    mail::{EmailMessage, transport::SendError},
+    services::audit::{self, Event, EventKind},
 };
 
-use super::{EmailMessage, Transport, transport::SendError};
+use super::{POLL, Stop, Worker, log_failure, stopped, stopping};
 
 /// How long a claim is reserved for this worker without renewal: how long a crashed
 /// worker's claims wait before any worker sends them.
@@ -43,19 +33,6 @@ pub const MAX_ATTEMPTS: i64 = 8;
 const PERMANENT_ATTEMPTS: i64 = 2;
 /// Messages claimed at once, per SMTP connection.
 const CLAIM_PER_CONNECTION: usize = 16;
-/// How often the loops look for work when nobody wakes them (other instances' rows,
-/// retries that came due).
-const POLL: Duration = Duration::from_secs(1);
-/// How often expired mail is marked and dead sessions and tokens are dropped.
-const HOUSEKEEPING: Duration = Duration::from_secs(60);
-
-/// The background worker of one instance.
-pub struct Worker {
-    services: Services,
-    transport: Transport,
-    from: Mailbox,
-}
-
 /// What became of one message of a batch.
 enum Outcome {
     Sent,
@@ -66,117 +43,17 @@ enum Outcome {
     Failed(SendError),
 }
 
-/// Says when the worker should stop: `true` once the server has stopped.
-pub type Stop = watch::Receiver<bool>;
-
-fn stopping(stop: &Stop) -> bool {
-    *stop.borrow()
-}
-
-/// Waits until `stop` turns true (never, if its sender is gone without saying so).
-async fn stopped(stop: &Stop) {
-    let mut stop = stop.clone();
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 impl Worker {
-    /// A worker sending through `transport` as `MAIL_FROM`.
-    pub fn new(services: Services, transport: Transport) -> Result<Self, String> {
-        let from = services
-            .settings
-            .mail_from
-            .parse::<Mailbox>()
-            .map_err(|e| format!("MAIL_FROM: {e}"))?;
-        Ok(Self {
-            services,
-            transport,
-            from,
-        })
-    }
-
-    /// The services this worker uses.
-    pub fn services(&self) -> &Services {
-        &self.services
-    }
-
-    /// Runs until `stop` says so: both loops, in this one task (each waits on the database
-    /// off the async workers, so they proceed side by side). Stopping lets the sends under
-    /// way finish and hands the rest of the claimed mail back to the queue.
-    pub async fn run(self, stop: Stop) {
-        tokio::join!(self.request_loop(&stop), self.delivery_loop(&stop));
-        self.transport.shutdown().await;
-        tracing::info!("mail worker stopped");
-    }
-
-    /// Requests → emails, batch after batch while there are any; housekeeping now and then.
-    async fn request_loop(&self, stop: &Stop) {
-        let mut last_housekeeping = std::time::Instant::now();
-        while !stopping(stop) {
-            while !stopping(stop) {
-                let services = self.services.clone();
-                let handled = db::run(&self.services.pool, move |c| {
-                    services
-                        .process_reset_requests(c)
-                        .map_err(|e| db::DbError::Other(e.to_string()))
-                })
-                .await;
-                match handled {
-                    Ok(0) => break,
-                    Ok(handled) => {
-                        self.services.mail_wake.notify_one();
-                        if (handled as i64) < REQUEST_BATCH {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        log_failure("reading reset requests", &e);
-                        break;
-                    }
-                }
-            }
-            // Writes that need not happen every second: an idle instance should not take
-            // the database's write lock once a second.
-            if last_housekeeping.elapsed() > HOUSEKEEPING {
-                last_housekeeping = std::time::Instant::now();
-                self.housekeeping().await;
-            }
-            tokio::select! {
-                _ = self.services.requests_wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = stopped(stop) => {}
-            }
-        }
-    }
-
-    async fn housekeeping(&self) {
-        let result = db::run(&self.services.pool, |c| {
-            outbox::expire_stale(c)?;
-            db::sessions::purge_expired(c)?;
-            db::rate_limits::purge_expired(c)?;
-            db::reset_tokens::purge_dead(c)?;
-            db::optimize(c)
-        })
-        .await;
-        if let Err(e) = result {
-            log_failure("housekeeping", &e);
-        }
-    }
-
     /// Delivery: claims batches while there are any, sends each over the connections at
     /// once, then sleeps until woken.
-    async fn delivery_loop(&self, stop: &Stop) {
+    pub(super) async fn delivery_loop(&self, stop: &Stop) {
         while !stopping(stop) {
             while !stopping(stop) {
                 match self.deliver_batch(stop).await {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => {
-                        match &e {
-                            ServiceError::Db(e) => log_failure("outbox delivery", e),
-                            e => tracing::error!(error = %e, "outbox delivery failed"),
-                        }
+                        log_failure("outbox delivery", &e);
                         break;
                     }
                 }
@@ -192,7 +69,7 @@ impl Worker {
     /// Claims and delivers one batch; how many messages it claimed. The batch's lease is
     /// renewed while it is sent, and its outcomes are recorded every `SMTP_CONNECTIONS`
     /// messages.
-    async fn deliver_batch(&self, stop: &Stop) -> Result<usize, ServiceError> {
+    async fn deliver_batch(&self, stop: &Stop) -> Result<usize, DbError> {
         let connections = self.services.settings.smtp_connections;
         let limit = (connections * CLAIM_PER_CONNECTION) as i64;
         let rows = db::run(&self.services.pool, move |c| {
@@ -217,7 +94,7 @@ impl Worker {
         // finished during one commit in the next, so a crash repeats at most the messages
         // sent during the last commit, and sending never waits for the database.
         let mut pending: Vec<(outbox::OutboxRow, Outcome)> = Vec::new();
-        let mut recording: Option<BoxFuture<'_, Result<(), ServiceError>>> = None;
+        let mut recording: Option<BoxFuture<'_, Result<(), DbError>>> = None;
         let mut sending = true;
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
@@ -289,10 +166,7 @@ impl Worker {
 
     /// Records a batch's outcomes in one transaction: the sent ones in one statement and
     /// their events in another, each failure with its retry time.
-    async fn record(
-        &self,
-        outcomes: Vec<(outbox::OutboxRow, Outcome)>,
-    ) -> Result<(), ServiceError> {
+    async fn record(&self, outcomes: Vec<(outbox::OutboxRow, Outcome)>) -> Result<(), DbError> {
         let base = self.services.settings.mail_retry_base;
         let about = |row: &outbox::OutboxRow, kind: EventKind| match row.user_id {
             Some(user_id) => Event::new(kind).user(user_id, &row.recipient),
@@ -375,16 +249,6 @@ pub fn backoff(attempts: i64, base: Duration) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
     base.saturating_mul(1u32 << exp)
         .min(Duration::from_secs(3600))
-}
-
-/// Logs a failed round of background work. While the database is down every round fails
-/// the same way; the pool logs the outage once when it starts and once when it ends.
-fn log_failure(what: &str, e: &db::DbError) {
-    if e.is_unavailable() {
-        tracing::debug!(error = %e, "{what} failed: database unavailable");
-    } else {
-        tracing::error!(error = %e, "{what} failed");
-    }
 }
 
 #[cfg(test)]
