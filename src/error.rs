@@ -45,8 +45,50 @@ pub enum PageError {
     /// Over a rate limit; may retry after this long.
     #[error("too many requests")]
     Throttled(std::time::Duration),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Anything unexpected: a 500 showing an error id; the cause, with its own causes,
+    /// is logged once under that id.
+    #[error("internal error")]
+    Internal(#[source] Cause),
+}
+
+/// The cause of an unexpected failure, kept whole (its `source()` chain included) until
+/// the one log line of the 500.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// A cause with a word on where it happened ("session", "template"): the word is the
+/// message, the error its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct InContext {
+    what: &'static str,
+    #[source]
+    source: Cause,
+}
+
+impl PageError {
+    /// An unexpected failure in `what`, keeping `cause` and its causes for the log.
+    pub fn internal(what: &'static str, cause: impl Into<Cause>) -> Self {
+        Self::Internal(Box::new(InContext {
+            what,
+            source: cause.into(),
+        }))
+    }
+}
+
+/// An error and every cause under it, on one line: "a: b: c", each level said once (a
+/// level whose message already ends with its cause's is not repeated).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 impl From<ServiceError> for PageError {
@@ -55,7 +97,7 @@ impl From<ServiceError> for PageError {
             ServiceError::Busy => Self::Busy,
             ServiceError::Throttled { retry_after } => Self::Throttled(retry_after),
             ServiceError::Db(e) => e.into(),
-            other => Self::Internal(other.to_string()),
+            other => Self::Internal(Box::new(other)),
         }
     }
 }
@@ -66,7 +108,7 @@ impl From<DbError> for PageError {
             tracing::error!(error = %e, "database unavailable");
             return Self::Unavailable;
         }
-        Self::Internal(e.to_string())
+        Self::Internal(Box::new(e))
     }
 }
 
@@ -107,7 +149,7 @@ impl ResponseError for PageError {
         }
         let id = matches!(self, Self::Internal(_)).then(error_id);
         if let (Self::Internal(cause), Some(id)) = (self, &id) {
-            tracing::error!(error_id = %id, cause = %cause, "internal error");
+            tracing::error!(error_id = %id, cause = %chain(cause.as_ref()), "internal error");
         }
         let throttled;
         let (title, message) = match self {
@@ -217,6 +259,24 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// An address under `/auth` with no endpoint.
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no such endpoint.",
+        )
+    }
+
+    /// An endpoint asked with a method other than POST.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Use POST with a JSON body.",
+        )
+    }
+
     /// A reset token that is unknown, used, expired, or not for the given address.
     pub fn invalid_token() -> Self {
         Self::new(
@@ -281,7 +341,7 @@ impl From<ServiceError> for ApiError {
             }
             other => {
                 let id = error_id();
-                tracing::error!(error_id = %id, cause = %other, "internal error");
+                tracing::error!(error_id = %id, cause = %chain(&other), "internal error");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
@@ -336,5 +396,39 @@ pub fn json_error(err: &actix_web::error::JsonPayloadError) -> ApiError {
             "malformed_json",
             "The request body is not valid JSON.",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_500_keeps_every_cause_for_its_log_line() {
+        let db = DbError::Query(diesel::result::Error::NotFound);
+        let service = ServiceError::Db(db);
+        let page = PageError::internal("account page", service);
+        // The page error says only "internal error"; the chain under it says the rest,
+        // each level once (DbError's own message already ends with diesel's).
+        let PageError::Internal(cause) = &page else {
+            panic!("not internal")
+        };
+        assert_eq!(
+            chain(cause.as_ref()),
+            "account page: database query failed: Record not found"
+        );
+        assert_eq!(page.to_string(), "internal error");
+    }
+
+    #[test]
+    fn a_cause_from_text_is_kept_as_it_is() {
+        let page = PageError::internal("csrf", "the CSRF middleware is not installed");
+        let PageError::Internal(cause) = &page else {
+            panic!("not internal")
+        };
+        assert_eq!(
+            chain(cause.as_ref()),
+            "csrf: the CSRF middleware is not installed"
+        );
     }
 }

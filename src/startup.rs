@@ -11,7 +11,6 @@ use actix_web::{
     App, HttpResponse, HttpServer,
     cookie::{SameSite, time::Duration as CookieDuration},
     dev::Server,
-    http::StatusCode,
     middleware::from_fn,
     web,
 };
@@ -331,19 +330,11 @@ fn plain_routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn api_not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "There is no such endpoint.",
-    ))
+    Err(ApiError::not_found())
 }
 
 async fn api_method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "Use POST with a JSON body.",
-    ))
+    Err(ApiError::method_not_allowed())
 }
 
 async fn page_not_found() -> Result<HttpResponse, PageError> {

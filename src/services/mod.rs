@@ -32,6 +32,8 @@ pub enum ServiceError {
     /// The client is over a rate limit; it may try again after `retry_after`.
     #[error("too many requests")]
     Throttled { retry_after: std::time::Duration },
+    #[error("email template failed")]
+    Template(#[from] askama::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -42,12 +44,6 @@ impl From<passwords::HashError> for ServiceError {
             passwords::HashError::Busy => Self::Busy,
             passwords::HashError::Internal(m) => Self::Internal(m),
         }
-    }
-}
-
-impl From<askama::Error> for ServiceError {
-    fn from(e: askama::Error) -> Self {
-        Self::Internal(format!("template: {e}"))
     }
 }
 

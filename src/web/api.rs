@@ -3,7 +3,6 @@
 
 use actix_web::{
     HttpResponse,
-    http::StatusCode,
     web::{Data, Json},
 };
 use serde::{Deserialize, Serialize};
@@ -40,11 +39,7 @@ pub async fn forgot(
             // Counted against the limit too; a valid address is counted by
             // `request_reset`, in the same hop as its queueing.
             state.services.throttle(LimitGroup::Forgot, &client).await?;
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_email",
-                e.to_string(),
-            ));
+            return Err(e.into());
         }
     };
     state.services.request_reset(&email, &client).await?;

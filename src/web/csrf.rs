@@ -159,7 +159,7 @@ impl FromRequest for Csrf {
                 state,
                 req: req.clone(),
             }),
-            _ => Err(PageError::Internal("CSRF middleware is not installed".into()).into()),
+            _ => Err(PageError::internal("csrf", "the CSRF middleware is not installed").into()),
         };
         std::future::ready(result)
     }

@@ -109,6 +109,6 @@ pub async fn session_failures<B: MessageBody>(
     match next.call(req).await {
         Ok(res) => Ok(res.map_into_left_body()),
         Err(_) if pool.is_down() => Err(PageError::Unavailable.into()),
-        Err(e) => Err(PageError::Internal(format!("session: {e}")).into()),
+        Err(e) => Err(PageError::internal("session", e.to_string()).into()),
     }
 }

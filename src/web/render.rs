@@ -19,7 +19,7 @@ pub struct Layout {
 pub fn page<T: Template>(status: StatusCode, template: &T) -> Result<HttpResponse, PageError> {
     let body = template
         .render()
-        .map_err(|e| PageError::Internal(format!("template: {e}")))?;
+        .map_err(|e| PageError::internal("template", e))?;
     Ok(HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .body(body))

@@ -81,7 +81,7 @@ impl OpenedLink {
 }
 
 fn cookie_error(e: actix_web::error::HttpError) -> PageError {
-    PageError::Internal(format!("reset cookie: {e}"))
+    PageError::internal("reset cookie", e)
 }
 
 impl FromRequest for OpenedLink {

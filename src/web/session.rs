@@ -24,7 +24,7 @@ pub fn sign_in(
     let insert = |k: &str, v: serde_json::Value| {
         session
             .insert(k, v)
-            .map_err(|e| PageError::Internal(format!("session: {e}")))
+            .map_err(|e| PageError::internal("session", e))
     };
     insert(keys::USER_ID, user.id.into())?;
     insert(keys::PUBLIC_ID, random_token_string(12).into())?;
