@@ -256,9 +256,15 @@ impl Services {
                 continue;
             }
             let (today, newest) = issued.get(&user.id).copied().unwrap_or_default();
-            let cooling = today > 0 && newest > db::now_minus(settings.reset_cooldown);
-            if cooling || today >= settings.reset_daily_cap {
-                let limit = if cooling {
+            let verdict = mail_verdict(
+                today,
+                newest,
+                db::now(),
+                settings.reset_cooldown,
+                settings.reset_daily_cap,
+            );
+            if verdict != MailVerdict::Send {
+                let limit = if verdict == MailVerdict::CoolingDown {
                     "a reset email was sent to this address moments ago"
                 } else {
                     "this address had its daily number of reset emails"
@@ -519,13 +525,101 @@ fn with_user(event: Event, user: Option<&UserRow>) -> Event {
     }
 }
 
+/// Whether a reset email may go to an account now (SPEC §8): not within the cooldown of
+/// the last one, and not past the daily cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailVerdict {
+    Send,
+    /// One was sent less than the cooldown ago (checked first: it is what a person who
+    /// asks twice in a row runs into).
+    CoolingDown,
+    /// The account had its cap of reset emails in the last 24 hours.
+    DailyCapReached,
+}
+
+/// The cooldown and daily-cap rule, by the account's recent history: `issued_today`
+/// reset tokens in the last 24 hours, the newest issued at `newest` (meaningless when
+/// none was).
+pub fn mail_verdict(
+    issued_today: u32,
+    newest: NaiveDateTime,
+    now: NaiveDateTime,
+    cooldown: Duration,
+    daily_cap: u32,
+) -> MailVerdict {
+    let since = chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX);
+    let cooling = issued_today > 0 && now.signed_duration_since(newest) < since;
+    if cooling {
+        MailVerdict::CoolingDown
+    } else if issued_today >= daily_cap {
+        MailVerdict::DailyCapReached
+    } else {
+        MailVerdict::Send
+    }
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::TokenHash;
+    use std::time::Duration;
+
+    use chrono::NaiveDateTime;
+
+    use super::{MailVerdict, TokenHash, mail_verdict};
+
+    fn at(secs: i64) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0)
+            .unwrap()
+            .naive_utc()
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_first_reset_email_of_the_day_goes() {
+        assert_eq!(mail_verdict(0, at(0), at(0), MINUTE, 5), MailVerdict::Send);
+    }
+
+    #[test]
+    fn a_second_within_the_cooldown_waits_and_after_it_goes() {
+        assert_eq!(
+            mail_verdict(1, at(0), at(59), MINUTE, 5),
+            MailVerdict::CoolingDown
+        );
+        assert_eq!(mail_verdict(1, at(0), at(60), MINUTE, 5), MailVerdict::Send);
+    }
+
+    #[test]
+    fn the_daily_cap_holds_once_the_cooldown_is_over() {
+        assert_eq!(
+            mail_verdict(5, at(0), at(3600), MINUTE, 5),
+            MailVerdict::DailyCapReached
+        );
+        assert_eq!(
+            mail_verdict(5, at(0), at(10), MINUTE, 5),
+            MailVerdict::CoolingDown,
+            "the cooldown is said first"
+        );
+        assert_eq!(
+            mail_verdict(4, at(0), at(3600), MINUTE, 5),
+            MailVerdict::Send
+        );
+    }
+
+    #[test]
+    fn no_cooldown_means_only_the_cap_counts() {
+        assert_eq!(
+            mail_verdict(3, at(0), at(0), Duration::ZERO, 5),
+            MailVerdict::Send
+        );
+        assert_eq!(
+            mail_verdict(5, at(0), at(0), Duration::ZERO, 5),
+            MailVerdict::DailyCapReached
+        );
+    }
 
     #[test]
     fn token_hashes_round_trip_through_hex_and_junk_is_refused() {
