@@ -142,7 +142,16 @@ impl ResponseError for PageError {
 
     fn error_response(&self) -> HttpResponse {
         if let Self::SignInRequired { next } = self {
-            let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+            // A plain path stays readable ("/login?next=/account"); anything else (a
+            // query, odd characters) is encoded whole.
+            let plain = next
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+            let next: String = if plain {
+                next.clone()
+            } else {
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect()
+            };
             return HttpResponse::SeeOther()
                 .insert_header(("Location", format!("/login?next={next}")))
                 .finish();

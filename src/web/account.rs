@@ -22,9 +22,10 @@ use super::{
     AppState,
     auth::{FieldErrors, NoFields},
     client::Client,
-    csrf::{Csrf, CsrfForm},
+    csrf::Csrf,
+    gate::{SignedIn, SignedInForm},
     render::{Layout, page, see_other},
-    session::{self, current_user, layout},
+    session::{self, layout},
 };
 
 /// One line of the session list.
@@ -52,8 +53,6 @@ struct AccountPage {
 pub struct AccountQuery {
     notice: Option<String>,
 }
-
-const SIGN_IN_FIRST: &str = "/login?next=/account";
 
 /// What the account page says about the last form sent.
 #[derive(Default)]
@@ -115,13 +114,10 @@ async fn account_page(
 /// `GET /account`
 pub async fn account(
     state: Data<AppState>,
-    session: Session,
     csrf: Csrf,
     query: Query<AccountQuery>,
+    SignedIn { user, session }: SignedIn,
 ) -> Result<HttpResponse, PageError> {
-    let Some(user) = current_user(&state, &session).await? else {
-        return Ok(see_other(SIGN_IN_FIRST));
-    };
     let notice = match query.notice.as_deref() {
         Some("password-changed") => {
             Some("Your password has been changed. Your other sessions were signed out.".to_owned())
@@ -150,35 +146,29 @@ pub struct ChangePasswordForm {
 /// `POST /account/password`
 pub async fn change_password(
     state: Data<AppState>,
-    session: Session,
-    CsrfForm(csrf, form): CsrfForm<ChangePasswordForm>,
+    SignedInForm {
+        user,
+        session,
+        csrf,
+        form,
+    }: SignedInForm<ChangePasswordForm>,
     Client(client): Client,
 ) -> Result<HttpResponse, PageError> {
-    let Some(user) = current_user(&state, &session).await? else {
-        return Ok(see_other(SIGN_IN_FIRST));
-    };
     let services = &state.services;
     // Every POST here checks the current password: a guess, for someone holding a
     // stolen session, so it is limited like sign-in.
     services.throttle(LimitGroup::Account, &client).await?;
+    let refused = |feedback| {
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        account_page(&state, &session, &csrf, &user, status, feedback)
+    };
     let new = match NewPassword::parse(
         &form.password,
         Some(&form.password_confirm),
         services.policy(),
     ) {
         Ok(p) => p,
-        Err(problem) => {
-            let feedback = Feedback::password(&problem);
-            return account_page(
-                &state,
-                &session,
-                &csrf,
-                &user,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                feedback,
-            )
-            .await;
-        }
+        Err(problem) => return refused(Feedback::password(&problem)).await,
     };
     let current = SubmittedPassword::parse(&form.current_password);
     let keep = session::public_id(&session);
@@ -196,45 +186,23 @@ pub async fn change_password(
             Ok(see_other("/login?notice=credentials-changed"))
         }
         Err(ChangeProblem::WrongCurrentPassword) => {
-            let feedback = Feedback {
-                current_error: Some("That is not your current password.".to_owned()),
+            let error = "That is not your current password.".to_owned();
+            refused(Feedback {
+                current_error: Some(error),
                 ..Feedback::default()
-            };
-            account_page(
-                &state,
-                &session,
-                &csrf,
-                &user,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                feedback,
-            )
+            })
             .await
         }
-        Err(ChangeProblem::Password(problem)) => {
-            let feedback = Feedback::password(&problem);
-            account_page(
-                &state,
-                &session,
-                &csrf,
-                &user,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                feedback,
-            )
-            .await
-        }
+        Err(ChangeProblem::Password(problem)) => refused(Feedback::password(&problem)).await,
     }
 }
 
 /// `POST /account/sessions/end-others`
 pub async fn end_other_sessions(
     state: Data<AppState>,
-    session: Session,
-    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
+    SignedInForm { user, session, .. }: SignedInForm<NoFields>,
     Client(client): Client,
 ) -> Result<HttpResponse, PageError> {
-    let Some(user) = current_user(&state, &session).await? else {
-        return Ok(see_other(SIGN_IN_FIRST));
-    };
     let keep = session::public_id(&session);
     if keep.is_none() {
         return Err(PageError::BadRequest(

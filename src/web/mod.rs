@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod csrf;
 pub mod dev;
+pub mod gate;
 pub mod health;
 pub mod key_rotation;
 pub mod middleware;

@@ -2,9 +2,8 @@
 
 use std::net::IpAddr;
 
-use actix_session::Session;
 use actix_web::{
-    HttpRequest, HttpResponse,
+    HttpResponse,
     http::StatusCode,
     web::{Data, Query},
 };
@@ -25,9 +24,10 @@ use super::{
     super::{
         AppState,
         csrf::Csrf,
+        gate::Admin,
         render::{Layout, page},
     },
-    EventView, admin_layout, admin_only, event_views, link, this_page,
+    EventView, admin_layout, event_views, link,
 };
 
 #[derive(Template)]
@@ -47,11 +47,9 @@ struct DashboardPage {
 /// `GET /admin`
 pub async fn dashboard(
     state: Data<AppState>,
-    session: Session,
     csrf: Csrf,
-    req: HttpRequest,
+    Admin { admin }: Admin,
 ) -> Result<HttpResponse, PageError> {
-    let admin = admin_only(&state, &session, &this_page(&req)).await?;
     let Dashboard {
         users,
         requested,
@@ -254,12 +252,10 @@ fn event_keyset(query: &EventsQuery) -> Result<Keyset<EventKey>, PageError> {
 /// `GET /admin/events`
 pub async fn list(
     state: Data<AppState>,
-    session: Session,
     csrf: Csrf,
-    req: HttpRequest,
     query: Query<EventsQuery>,
+    Admin { admin }: Admin,
 ) -> Result<HttpResponse, PageError> {
-    let admin = admin_only(&state, &session, &this_page(&req)).await?;
     let keyset = event_keyset(&query)?;
     let (f, parsed) = parse_filters(&query);
     let kinds = EventKind::ALL.iter().map(|k| k.as_str()).collect();

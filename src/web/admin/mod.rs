@@ -1,13 +1,12 @@
 //! The admin area (SPEC §10): pages for admins only, with the same layout as the rest and
-//! no JavaScript. Every route checks the role first; every action is a CSRF-checked POST
-//! that ends in a 303 back to its page with a notice.
+//! no JavaScript. Every page takes the `Admin` extractor and every action an `AdminForm`
+//! (`web::gate`), so no handler can skip the role or the CSRF check; every action is a
+//! POST that ends in a 303 back to its page with a notice.
 
 pub mod events;
 pub mod outbox;
 pub mod users;
 
-use actix_session::Session;
-use actix_web::HttpRequest;
 use chrono::NaiveDateTime;
 
 use crate::{
@@ -17,40 +16,7 @@ use crate::{
     words::browser_name,
 };
 
-use super::{AppState, render::Layout, session};
-
-/// The signed-in admin, or the answer for anyone else: signed out → 303 to the sign-in
-/// form, coming back to `page` afterwards; signed in without the role → 403.
-pub async fn admin_only(
-    state: &AppState,
-    session: &Session,
-    page: &str,
-) -> Result<Account, PageError> {
-    match session::current_user(state, session).await? {
-        None => {
-            // A very long address (search terms) would be refused as `next`; come back
-            // to the page without its query then.
-            let next = if page.len() <= 500 {
-                page
-            } else {
-                page.split('?').next().unwrap_or("/admin")
-            };
-            Err(PageError::SignInRequired {
-                next: next.to_owned(),
-            })
-        }
-        Some(user) if !user.is_admin => Err(PageError::AdminsOnly),
-        Some(user) => Ok(user),
-    }
-}
-
-/// The path and query of a GET request, to come back to after signing in.
-pub fn this_page(req: &HttpRequest) -> String {
-    req.uri()
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| req.path().to_owned())
-}
+use super::{render::Layout, session};
 
 /// The layout for an admin page.
 pub fn admin_layout(csrf_token: &str, admin: &Account) -> Layout {

@@ -1,9 +1,8 @@
 //! `/admin/outbox`: queued, sent, failed and expired mail, and the retry of a failed one.
 //! Shows who a message was for and what happened to it, never its body or link.
 
-use actix_session::Session;
 use actix_web::{
-    HttpRequest, HttpResponse,
+    HttpResponse,
     http::StatusCode,
     web::{Data, Path, Query},
 };
@@ -17,10 +16,11 @@ use super::{
         AppState,
         auth::NoFields,
         client::Client,
-        csrf::{Csrf, CsrfForm},
+        csrf::Csrf,
+        gate::{Admin, AdminForm},
         render::{Layout, page, see_other},
     },
-    admin_layout, admin_only, id_keyset, link, path_id, this_page, when,
+    admin_layout, id_keyset, link, path_id, when,
 };
 
 /// The statuses the page filters on, in the order of its tabs.
@@ -79,12 +79,10 @@ fn notice(code: &str) -> Option<&'static str> {
 /// `GET /admin/outbox`
 pub async fn list(
     state: Data<AppState>,
-    session: Session,
     csrf: Csrf,
-    req: HttpRequest,
     query: Query<OutboxQuery>,
+    Admin { admin }: Admin,
 ) -> Result<HttpResponse, PageError> {
-    let admin = admin_only(&state, &session, &this_page(&req)).await?;
     let wanted = query.status.as_deref().unwrap_or_default().trim();
     let status = match STATUSES.into_iter().find(|s| *s == wanted) {
         Some(s) => Some(s),
@@ -139,12 +137,10 @@ pub async fn list(
 /// `POST /admin/outbox/{id}/retry`
 pub async fn retry(
     state: Data<AppState>,
-    session: Session,
-    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
+    AdminForm { admin, .. }: AdminForm<NoFields>,
     Client(client): Client,
     id: Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let admin = admin_only(&state, &session, "/admin/outbox?status=failed").await?;
     let id = path_id(&id)?;
     let code = match state.services.admin_retry_mail(&admin, id, &client).await? {
         AdminOutcome::NotFound => return Err(PageError::NotFound),

@@ -1,9 +1,8 @@
 //! `/admin/users`: the accounts list with search, one account's page, and the actions on it
 //! (send a reset email, end its sessions, disable or enable it).
 
-use actix_session::Session;
 use actix_web::{
-    HttpRequest, HttpResponse,
+    HttpResponse,
     http::StatusCode,
     web::{Data, Path, Query},
 };
@@ -22,11 +21,11 @@ use super::{
         AppState,
         auth::NoFields,
         client::Client,
-        csrf::{Csrf, CsrfForm},
+        csrf::Csrf,
+        gate::{Admin, AdminForm},
         render::{Layout, page, see_other},
     },
-    EventView, admin_layout, admin_only, event_views, id_keyset, link, path_id, this_page, when,
-    when_or_never,
+    EventView, admin_layout, event_views, id_keyset, link, path_id, when, when_or_never,
 };
 
 /// Longest search fragment: an address is at most 254 characters.
@@ -78,12 +77,10 @@ pub struct UsersQuery {
 /// `GET /admin/users`
 pub async fn list(
     state: Data<AppState>,
-    session: Session,
     csrf: Csrf,
-    req: HttpRequest,
     query: Query<UsersQuery>,
+    Admin { admin }: Admin,
 ) -> Result<HttpResponse, PageError> {
-    let admin = admin_only(&state, &session, &this_page(&req)).await?;
     let q = query.q.as_deref().unwrap_or_default().trim().to_owned();
     if q.chars().count() > MAX_QUERY {
         return Err(PageError::BadRequest(format!(
@@ -164,13 +161,11 @@ fn user_notice(code: &str, state: &AppState) -> Option<String> {
 /// `GET /admin/users/{id}`
 pub async fn detail(
     state: Data<AppState>,
-    session: Session,
     csrf: Csrf,
-    req: HttpRequest,
     id: Path<String>,
     query: Query<NoticeQuery>,
+    Admin { admin }: Admin,
 ) -> Result<HttpResponse, PageError> {
-    let admin = admin_only(&state, &session, &this_page(&req)).await?;
     let id = path_id(&id)?;
     let Some(UserDetail {
         user,
@@ -226,20 +221,15 @@ impl Action {
 /// answers with a 303 to the account's page and a notice.
 pub async fn act(
     state: Data<AppState>,
-    session: Session,
-    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
+    // Who asks is checked before what they ask about: a non-admin learns nothing, not
+    // even which ids exist.
+    AdminForm { admin, .. }: AdminForm<NoFields>,
     Client(client): Client,
     path: Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (raw_id, name) = path.into_inner();
-    // Who asks is checked before what they ask about: a non-admin learns nothing, not
-    // even which ids exist.
-    let back = match raw_id.parse::<i64>() {
-        Ok(id) => format!("/admin/users/{id}"),
-        Err(_) => "/admin/users".to_owned(),
-    };
-    let admin = admin_only(&state, &session, &back).await?;
     let id = path_id(&raw_id)?;
+    let back = format!("/admin/users/{id}");
     let action = Action::parse(&name).ok_or(PageError::NotFound)?;
     let services = &state.services;
     let outcome = match action {
