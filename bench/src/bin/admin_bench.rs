@@ -21,8 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
-mod support;
+use latchkey_bench as support;
 
 use std::{
     fmt::Write as _,

@@ -1,13 +1,9 @@
-//! Code shared by the benchmark examples (`timing_parity`, `bench`): a small random number
-//! generator, a throwaway database on PostgreSQL or SQLite, the release server as a child
-//! process, and the few HTTP helpers both need.
-//!
-//! Each example includes this file with `#[path] mod support;`. Cargo does not build
-//! `examples/support/` as an example of its own: it has no `main.rs`.
+//! What Latchkey's benchmarks share (each is a binary of this crate, in `src/bin/`): a
+//! small random number generator, a throwaway database on PostgreSQL or SQLite, the release
+//! server as a child process, SMTP servers to deliver to ([`smtp`]), the few HTTP helpers
+//! they need and their command-line reading.
 
-// Each example uses only part of this module, and an item one of them leaves unused would
-// be a dead_code warning in that example's build (clippy runs with -D warnings).
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     fs::File,
@@ -31,8 +27,16 @@ pub const LOGIN_PASSWORD: &str = "plum tractor violet oasis";
 pub const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 pub const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// The name of the example this module is compiled into, for messages.
-const PROGRAM: &str = env!("CARGO_CRATE_NAME");
+/// The name of the benchmark running, for messages.
+fn program() -> String {
+    std::env::args()
+        .next()
+        .as_deref()
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bench".to_owned())
+}
 
 // ---------------------------------------------------------------------------------------
 // Randomness
@@ -154,12 +158,12 @@ impl Drop for TempDatabase {
                             .map_err(anyhow::Error::from)
                     });
                 if let Err(e) = dropped {
-                    eprintln!("{PROGRAM}: could not drop database {name}: {e:#}");
+                    eprintln!("{}: could not drop database {name}: {e:#}", program());
                 }
             }
             Place::Sqlite { dir } => {
                 if let Err(e) = std::fs::remove_dir_all(dir) {
-                    eprintln!("{PROGRAM}: could not remove {}: {e}", dir.display());
+                    eprintln!("{}: could not remove {}: {e}", program(), dir.display());
                 }
             }
         }

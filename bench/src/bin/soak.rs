@@ -18,8 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
-mod support;
+use latchkey_bench as support;
 
 use std::{
     path::PathBuf,
