@@ -420,6 +420,27 @@ pub fn now_minus(d: Duration) -> NaiveDateTime {
         })
 }
 
+/// A batch taken from both ends of a queue (SPEC §12: a new entry is not queued behind a
+/// whole backlog, and the backlog still drains): all of `newest` (the caller takes at most
+/// half the batch from that end), then `oldest` up to `limit`, each entry once.
+pub(crate) fn both_ends<T, K: PartialEq>(
+    newest: Vec<T>,
+    oldest: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut batch = newest;
+    for entry in oldest {
+        if batch.len() as i64 >= limit {
+            break;
+        }
+        if !batch.iter().any(|b| key(b) == key(&entry)) {
+            batch.push(entry);
+        }
+    }
+    batch
+}
+
 /// Keeps the query planner's statistics current. Postgres's autovacuum does this on its
 /// own; SQLite has no statistics until asked, and without them it can pick the wrong index
 /// for the admin pages' filters once the audit trail is large. `PRAGMA optimize` analyses
@@ -436,4 +457,19 @@ pub fn optimize(conn: &mut AnyConnection) -> Result<(), DbError> {
 pub fn ping(conn: &mut AnyConnection) -> Result<(), DbError> {
     conn.batch_execute("SELECT 1")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::both_ends;
+
+    #[test]
+    fn a_batch_takes_both_ends_once_each_up_to_the_limit() {
+        // A long queue 1..=100: the two newest and the two oldest.
+        let batch = both_ends(vec![100, 99], vec![1, 2, 3, 4], 4, |id| *id);
+        assert_eq!(batch, vec![100, 99, 1, 2]);
+        // A short queue: both ends overlap, nothing twice.
+        let batch = both_ends(vec![3, 2], vec![1, 2, 3], 4, |id| *id);
+        assert_eq!(batch, vec![3, 2, 1]);
+    }
 }

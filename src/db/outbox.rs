@@ -117,7 +117,7 @@ pub fn claim_due(
             // second (only other transactions' are): the union is taken below.
             let newest: Vec<i64> = newest.for_update().skip_locked().load(pg)?;
             let oldest: Vec<i64> = oldest.for_update().skip_locked().load(pg)?;
-            let ids = both_ends(newest, oldest, limit);
+            let ids = super::both_ends(newest, oldest, limit, |id| *id);
             diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
                 .set(outbox::locked_until.eq(Some(until)))
                 .execute(pg)?;
@@ -126,7 +126,7 @@ pub fn claim_due(
         AnyConnection::Sqlite(_) => {
             let newest: Vec<i64> = newest.load(conn)?;
             let oldest: Vec<i64> = oldest.load(conn)?;
-            let candidates = both_ends(newest, oldest, limit);
+            let candidates = super::both_ends(newest, oldest, limit, |id| *id);
             let mut won = Vec::with_capacity(candidates.len());
             for id in candidates {
                 let n = diesel::update(
@@ -153,21 +153,6 @@ pub fn claim_due(
         .order((outbox::attempts.asc(), outbox::id.asc()))
         .select(OutboxRow::as_select())
         .load(conn)?)
-}
-
-/// At most `limit` ids: all of `newest` (at most half), then `oldest` up to the limit,
-/// without repeats.
-fn both_ends(newest: Vec<i64>, oldest: Vec<i64>, limit: i64) -> Vec<i64> {
-    let mut ids = newest;
-    for id in oldest {
-        if ids.len() as i64 >= limit {
-            break;
-        }
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    ids
 }
 
 /// Extends the lease on messages this worker is still sending.

@@ -55,23 +55,20 @@ pub fn insert(
 /// (thousands, most of them refused by the cooldown in the end); newest-first alone could
 /// leave an old request waiting for as long as a flood lasts. Taking both ends, a request
 /// is handled within a batch or two of its arrival while the backlog still drains at half
-/// speed from the other end (SPEC §12; "adaptive LIFO" in the queueing literature).
+/// speed from the other end (SPEC §12; "adaptive LIFO" in the queueing literature). The
+/// outbox is claimed the same way (`outbox::claim_due`).
 pub fn next_batch(conn: &mut AnyConnection, limit: i64) -> Result<Vec<ResetRequestRow>, DbError> {
     let newest: Vec<ResetRequestRow> = reset_requests::table
         .order(reset_requests::id.desc())
         .limit(limit / 2)
         .select(ResetRequestRow::as_select())
         .load(conn)?;
-    let mut batch: Vec<ResetRequestRow> = reset_requests::table
+    let oldest: Vec<ResetRequestRow> = reset_requests::table
         .order(reset_requests::id.asc())
-        .limit(limit - newest.len() as i64)
+        .limit(limit)
         .select(ResetRequestRow::as_select())
         .load(conn)?;
-    for row in newest {
-        if !batch.iter().any(|r| r.id == row.id) {
-            batch.push(row);
-        }
-    }
+    let mut batch = super::both_ends(newest, oldest, limit, |r| r.id);
     batch.sort_by_key(|r| r.id);
     Ok(batch)
 }
