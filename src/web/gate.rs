@@ -97,18 +97,36 @@ fn page_of_action(path: &str) -> String {
     }
 }
 
+/// The account behind the request if it has `role`: the session is looked up only once
+/// `before` (the CSRF-checked form, for a POST) has been read, so the refusals always
+/// come in the same order.
+fn gated<B: 'static>(
+    req: &HttpRequest,
+    role: Role,
+    next: String,
+    before: LocalBoxFuture<'static, Result<B, Error>>,
+) -> LocalBoxFuture<'static, Result<(Account, Session, B), Error>> {
+    let (state, session) = (req.app_data::<Data<AppState>>().cloned(), req.get_session());
+    Box::pin(async move {
+        let before = before.await?;
+        let user = check(state, &session, role, next).await?;
+        Ok((user, session, before))
+    })
+}
+
+/// Nothing to read first (a page).
+fn nothing() -> LocalBoxFuture<'static, Result<(), Error>> {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 impl FromRequest for SignedIn {
     type Error = Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, session, next) = (
-            req.app_data::<Data<AppState>>().cloned(),
-            req.get_session(),
-            this_page(req),
-        );
+        let gate = gated(req, Role::User, this_page(req), nothing());
         Box::pin(async move {
-            let user = check(state, &session, Role::User, next).await?;
+            let (user, session, ()) = gate.await?;
             Ok(SignedIn { user, session })
         })
     }
@@ -119,13 +137,9 @@ impl FromRequest for Admin {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, session, next) = (
-            req.app_data::<Data<AppState>>().cloned(),
-            req.get_session(),
-            this_page(req),
-        );
+        let gate = gated(req, Role::Admin, this_page(req), nothing());
         Box::pin(async move {
-            let admin = check(state, &session, Role::Admin, next).await?;
+            let (admin, ..) = gate.await?;
             Ok(Admin { admin })
         })
     }
@@ -137,14 +151,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for SignedInForm<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let form = CsrfForm::<T>::from_request(req, payload);
-        let (state, session, next) = (
-            req.app_data::<Data<AppState>>().cloned(),
-            req.get_session(),
-            page_of_action(req.path()),
-        );
+        let gate = gated(req, Role::User, page_of_action(req.path()), form);
         Box::pin(async move {
-            let CsrfForm(csrf, form) = form.await?;
-            let user = check(state, &session, Role::User, next).await?;
+            let (user, session, CsrfForm(csrf, form)) = gate.await?;
             Ok(SignedInForm {
                 user,
                 session,
@@ -161,14 +170,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for AdminForm<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let form = CsrfForm::<T>::from_request(req, payload);
-        let (state, session, next) = (
-            req.app_data::<Data<AppState>>().cloned(),
-            req.get_session(),
-            page_of_action(req.path()),
-        );
+        let gate = gated(req, Role::Admin, page_of_action(req.path()), form);
         Box::pin(async move {
-            let CsrfForm(_, form) = form.await?;
-            let admin = check(state, &session, Role::Admin, next).await?;
+            let (admin, _, CsrfForm(_, form)) = gate.await?;
             Ok(AdminForm { admin, form })
         })
     }
