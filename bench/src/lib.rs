@@ -275,6 +275,19 @@ pub fn create_login_account(server: &Path, env: &[(&'static str, String)]) -> an
 // ---------------------------------------------------------------------------------------
 // Command line (the small benchmarks take a few `--name value` options)
 
+/// The exit code of a benchmark that says whether it met its target: 0 when it did, 1
+/// when it did not or could not run (the reason printed).
+pub fn exit_code(result: anyhow::Result<bool>) -> std::process::ExitCode {
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{}: {e:#}", program());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The value after `--name` parsed, or `default` when it is missing or unreadable.
 pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     flag(args, name)

@@ -75,6 +75,15 @@ impl SmtpSink {
         })
     }
 
+    /// aiosmtpd run by `python` when given (the script `scripts/bench-mail` passes its
+    /// virtual environment's), else the server in this process.
+    pub async fn start(python: Option<&Path>) -> anyhow::Result<Self> {
+        match python {
+            Some(python) => Self::aiosmtpd(python, Path::new("scripts/smtp_sink.py")).await,
+            None => Self::in_process().await,
+        }
+    }
+
     /// A minimal SMTP server in this process.
     pub async fn in_process() -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -20,7 +20,7 @@
 use latchkey_bench as support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     sync::{
         Arc,
@@ -84,14 +84,7 @@ impl Options {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("mail_latency: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::exit_code(run().await)
 }
 
 /// A person's request: its address and when it was sent.
@@ -220,10 +213,7 @@ fn summary(times: &[Duration]) -> (f64, f64, f64) {
 
 async fn run() -> anyhow::Result<bool> {
     let o = Options::parse()?;
-    let sink = match &o.python {
-        Some(python) => SmtpSink::aiosmtpd(python, Path::new("scripts/smtp_sink.py")).await?,
-        None => SmtpSink::in_process().await?,
-    };
+    let sink = SmtpSink::start(o.python.as_deref()).await?;
 
     // Accounts: `accounts` flood addresses per trial and one per probe.
     let mut rng = Rng::seeded();

@@ -17,7 +17,7 @@
 use latchkey_bench as support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -54,14 +54,7 @@ async fn wait_for_count(sink: &SmtpSink, n: usize, within: Duration) -> anyhow::
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("mail_rate: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::exit_code(run().await)
 }
 
 async fn run() -> anyhow::Result<bool> {
@@ -88,10 +81,7 @@ async fn run() -> anyhow::Result<bool> {
 
     // 1. The server's own rate: one sequential client, one connection.
     let python = flag(&args, "--python").map(PathBuf::from);
-    let sink = match python {
-        Some(python) => SmtpSink::aiosmtpd(&python, Path::new("scripts/smtp_sink.py")).await?,
-        None => SmtpSink::in_process().await?,
-    };
+    let sink = SmtpSink::start(python.as_deref()).await?;
     let port = sink.port;
     let email = lettre::Message::builder()
         .from("Latchkey <no-reply@latchkey.example>".parse()?)

@@ -44,14 +44,7 @@ const RSS_GROWTH: f64 = 0.10;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("soak: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::exit_code(run().await)
 }
 
 /// Counts shared by the browsers.
